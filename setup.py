@@ -1,0 +1,34 @@
+"""Installable package for monai-diff3m: EHR-conditioned diffusion anomaly detection on chest X-rays."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="monai-diff3m",
+    version="0.1.0",
+    description="Diff3M for MONAI: EHR-conditioned diffusion anomaly detection on chest X-rays",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["monai_diff3m", "monai_diff3m.*", "preprocessing", "preprocessing.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "monai[fire,einops]>=1.6,<1.7",
+        "pytorch-ignite>=0.4.11",
+        "numpy",
+        "scipy",
+        "pandas",
+        "scikit-learn",
+        "nibabel",
+        "pydicom",
+        "pillow",
+        "tensorboard",
+        "matplotlib",
+    ],
+    extras_require={"dev": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "diff3m-phantoms=monai_diff3m.data.phantoms:main",
+        ]
+    },
+)
