@@ -1,0 +1,179 @@
+"""The five MIMIC steps and their runner on small synthetic tables with the real MIMIC-CXR-JPG / MIMIC-IV schemas."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monai_diff3m.data import schema
+from preprocessing.common import InputTableError, MissingColumnError
+from preprocessing.mimic import (
+    layout,
+    run_all,
+    step1_omr_ehr,
+    step2_concatenate,
+    step3_join,
+    step4_filter_existing,
+    step5_summarise,
+)
+from preprocessing.mimic.synthetic import write_synthetic_mimic
+
+FINAL_COLUMNS = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
+                 schema.NO_FINDING, *schema.MIMIC_EHR_COLUMNS]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mimic")
+    write_synthetic_mimic(root / "cxr", root / "iv", images=600, omr_rows=30_000, seed=4)
+    return root
+
+
+@pytest.fixture
+def dataset(tables, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the tables, so that a test may break them."""
+    shutil.copytree(tables, tmp_path / "data")
+    return tmp_path / "data" / "cxr", tmp_path / "data" / "iv"
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"dicom_id": str})
+
+
+def _touch_images(mimic_cxr: Path, paths: list[str]) -> None:
+    for relative in paths:
+        (mimic_cxr / relative).parent.mkdir(parents=True, exist_ok=True)
+        (mimic_cxr / relative).write_bytes(b"\xff\xd8\xff\xd9")
+
+
+def test_run_all_writes_schema_csvs_with_official_split_labels_and_ehr(dataset, tmp_path, capsys):
+    mimic_cxr, mimic_iv = dataset
+    run_all.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--output", str(tmp_path / "out"),
+                  "--skip-existence-check", "--part-images", "100"])
+    assert "rows with any missing EHR" in capsys.readouterr().out
+    outputs = {name: pd.read_csv(tmp_path / "out" / f"{name}.csv") for name in ("train", "valid", "test")}
+    metadata = _read(mimic_cxr / f"{layout.METADATA}.csv.gz")
+    official = _read(mimic_cxr / f"{layout.SPLIT_TABLE}.csv.gz").set_index("dicom_id")["split"]
+    labels = _read(mimic_cxr / f"{layout.LABELS}.csv.gz").set_index(["subject_id", "study_id"])
+    patients = _read(mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz").set_index("subject_id")
+    ehr = _read(tmp_path / "out" / "work" / layout.IMAGE_EHR).set_index("dicom_id")
+    images = metadata.set_index("dicom_id")
+    for name, frame in outputs.items():
+        assert list(frame.columns) == FINAL_COLUMNS
+        parts = frame[schema.PATH].str.extract(r"^files/p(\d\d)/p(\d{8})/s(\d{8})/([0-9a-f-]{44})\.jpg$")
+        assert parts.notna().all().all()
+        dicom = parts[3]
+        assert (parts[0] == parts[1].str[:2]).all() and (parts[1].astype(int) == frame[schema.PATIENT_ID]).all()
+        assert (official[dicom].map({"train": "train", "validate": "valid", "test": "test"}) == name).all()
+        assert (images.loc[dicom, "ViewPosition"].to_numpy() == frame[schema.VIEW].to_numpy()).all()
+        study_keys = list(zip(images.loc[dicom, "subject_id"], images.loc[dicom, "study_id"]))
+        assert ((labels.loc[study_keys, "No Finding"] == 1.0).to_numpy() == (frame[schema.NO_FINDING] == 1.0)).all()
+        sexes = patients.loc[frame[schema.PATIENT_ID], "gender"].map({"M": "Male", "F": "Female"})
+        assert (sexes.to_numpy() == frame[schema.SEX].to_numpy()).all()
+        study_year = images.loc[dicom, "StudyDate"].to_numpy() // 10000
+        expected_age = (patients.loc[frame[schema.PATIENT_ID], "anchor_age"].to_numpy() + study_year
+                        - patients.loc[frame[schema.PATIENT_ID], "anchor_year"].to_numpy())
+        np.testing.assert_array_equal(frame[schema.AGE].to_numpy(), expected_age)
+        np.testing.assert_array_equal(frame[list(schema.MIMIC_EHR_COLUMNS)].to_numpy(),
+                                      ehr.loc[dicom, list(schema.MIMIC_EHR_COLUMNS)].to_numpy())
+    assert (outputs["train"][schema.NO_FINDING] == 1.0).all()
+    assert outputs["test"][schema.BMI].isna().any() and outputs["test"][schema.BMI].notna().any()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["splits"]["valid"]["rows"] == len(outputs["valid"])
+    assert summary["missing"][schema.BMI]["count"] == sum(int(frame[schema.BMI].isna().sum())
+                                                          for frame in outputs.values())
+    assert set(summary["ehr"][schema.WEIGHT]) >= {"mean", "std", "median", "p05", "p95"}
+
+
+def test_steps_run_separately_and_policies_apply(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--work-dir", str(work)])
+    step2_concatenate.main(["--work-dir", str(work)])
+    step3_join.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--work-dir", str(work),
+                     "--age", "anchor"])
+    joined = pd.read_csv(work / layout.JOINED)
+    patients = _read(mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz").set_index("subject_id")
+    np.testing.assert_array_equal(joined[schema.AGE], patients.loc[joined[schema.PATIENT_ID], "anchor_age"])
+
+    present = joined[schema.PATH].iloc[::2].tolist()
+    _touch_images(mimic_cxr, present)
+    step4_filter_existing.main(["--mimic-cxr", str(mimic_cxr), "--work-dir", str(work)])
+    assert sorted(pd.read_csv(work / layout.EXISTING)[schema.PATH]) == sorted(present)
+
+    summary = step5_summarise.run(work, tmp_path / "out", drop_support_devices=True, drop_missing_ehr=True,
+                                  split="patient", seed=2)
+    outputs = [pd.read_csv(tmp_path / "out" / f"{name}.csv") for name in ("train", "valid", "test")]
+    written = pd.concat(outputs)
+    assert written[list(schema.MIMIC_EHR_COLUMNS)].notna().all().all()
+    existing = pd.read_csv(work / layout.EXISTING).set_index(schema.PATH)
+    assert (existing.loc[written[schema.PATH], "Support Devices"] == 0.0).all()
+    patient_sets = [set(frame[schema.PATIENT_ID]) for frame in outputs]
+    assert not (patient_sets[0] & patient_sets[1] or patient_sets[0] & patient_sets[2]
+                or patient_sets[1] & patient_sets[2])
+    assert summary["pipeline"]["dropped_by_policies"] > 0 and summary["rows_with_missing_ehr"] == 0
+
+
+def test_step2_trusts_only_a_finished_step1(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    with pytest.raises(FileNotFoundError, match="manifest.json not found: step 1 has not finished"):
+        step2_concatenate.run(work)
+    manifest = step1_omr_ehr.run(mimic_cxr, mimic_iv, work, part_images=200)
+    part = manifest.parent / "part-00001.csv"
+    pd.read_csv(part).head(5).to_csv(part, index=False)
+    with pytest.raises(InputTableError, match=r"part-00001\.csv: has 5 rows but .*manifest\.json records 200"):
+        step2_concatenate.run(work)
+
+    omr = mimic_iv / "hosp" / f"{layout.OMR}.csv.gz"
+    pd.read_csv(omr).rename(columns={"chartdate": "charttime"}).to_csv(omr, index=False)
+    with pytest.raises(MissingColumnError, match=r"omr\.csv\.gz: missing column\(s\) \['chartdate'\]"):
+        step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    assert not list((work / layout.PARTS_DIR).iterdir()), "a failed rerun leaves no stale parts or manifest"
+    with pytest.raises(FileNotFoundError, match="step 1 has not finished"):
+        step2_concatenate.run(work)
+
+
+def test_step3_validates_inputs_and_keeps_the_previous_output_on_failure(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    joined = step3_join.run(mimic_cxr, mimic_iv, work)
+    before = joined.read_bytes()
+
+    patients_path = mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz"
+    patients = pd.read_csv(patients_path)
+    patients.drop(columns="anchor_year").to_csv(patients_path, index=False)
+    with pytest.raises(MissingColumnError, match=r"patients\.csv\.gz: missing column\(s\) \['anchor_year'\]"):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+    patients.loc[0, "gender"] = "X"
+    patients.to_csv(patients_path, index=False)
+    with pytest.raises(InputTableError, match=r"patients\.csv\.gz: column 'gender' must be one of \['F', 'M'\]"):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+    assert joined.read_bytes() == before
+    assert not [path for path in work.iterdir() if path.name.startswith(".")], "no temporary files left behind"
+
+    patients.loc[0, "gender"] = "F"
+    patients.to_csv(patients_path, index=False)
+    ehr = pd.read_csv(work / layout.IMAGE_EHR)
+    ehr.iloc[10:].to_csv(work / layout.IMAGE_EHR, index=False)
+    with pytest.raises(InputTableError, match=r"image_ehr\.csv: column 'dicom_id' lacks \d+ images"):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+
+
+def test_step4_refuses_a_root_without_images(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    step3_join.run(mimic_cxr, mimic_iv, work)
+    with pytest.raises(InputTableError, match="none of the .* images in column 'Path' exists"):
+        step4_filter_existing.run(tmp_path, work)
+    with pytest.raises(SystemExit, match="error: .*existing.csv not found"):
+        step5_summarise.main(["--work-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
