@@ -1,0 +1,109 @@
+"""Reading CheXpert-format dataset CSVs into MONAI record lists.
+
+CheXpert, the MIMIC pipeline in ``preprocessing/`` and the phantom generator all write the same CSV layout
+(``monai_diff3m.data.schema``), so this one reader serves every dataset the bundles train or evaluate on.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from monai_diff3m.data import schema
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+MASK_KEY = "mask"
+
+
+class DatasetCSVError(ValueError):
+    """A dataset CSV is missing, empty or malformed; the message names the file, the row and the column."""
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def read_dataset_csv(
+    csv_path: str | Path,
+    image_root: str | Path | None = None,
+    frontal_only: bool = True,
+    check_files: bool = True,
+) -> list[dict[str, Any]]:
+    """Read a dataset CSV into a list of records for a MONAI ``Dataset``.
+
+    Each record holds the absolute image path under ``"image"``, the anomaly label under ``"label"`` (1 abnormal,
+    i.e. ``No Finding != 1``; absent when the CSV has no label column), the lesion mask path under ``"mask"`` when
+    the CSV has one, and every schema column verbatim (EHR values are encoded later by ``EncodeEHRd``).
+
+    Args:
+        csv_path: the CSV file.
+        image_root: folder that ``Path`` is relative to; defaults to the CSV's folder.
+        frontal_only: drop lateral rows (the method is frontal-only), as CheXpert lists both.
+        check_files: fail early, naming the row, when an image file does not exist.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetCSVError(f"dataset CSV not found: {csv_path}")
+    try:
+        table = pd.read_csv(csv_path, dtype={schema.PATH: str, schema.MASK: str, schema.LESION: str})
+    except pd.errors.EmptyDataError as error:
+        raise DatasetCSVError(f"dataset CSV {csv_path} is empty (no header)") from error
+    missing = [column for column in schema.REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise DatasetCSVError(
+            f"dataset CSV {csv_path} lacks required column(s) {missing}; found {list(table.columns)}"
+        )
+    if table.empty:
+        raise DatasetCSVError(f"dataset CSV {csv_path} has a header but no rows")
+    duplicated = table[schema.PATH][table[schema.PATH].duplicated()].tolist()
+    if duplicated:
+        raise DatasetCSVError(f"dataset CSV {csv_path} lists image path(s) more than once: {duplicated[:5]}")
+    if frontal_only and schema.FRONTAL_LATERAL in table.columns:
+        table = table[table[schema.FRONTAL_LATERAL].fillna(schema.FRONTAL) == schema.FRONTAL]
+        if table.empty:
+            raise DatasetCSVError(f"dataset CSV {csv_path} has no frontal rows ({schema.FRONTAL_LATERAL})")
+
+    root = Path(image_root) if image_root is not None else csv_path.parent
+    records = []
+    for row_number, row in zip(table.index + 2, table.to_dict("records")):
+        relative = _optional_str(row[schema.PATH])
+        if relative is None:
+            raise DatasetCSVError(f"{csv_path} row {row_number}: column {schema.PATH!r} is empty")
+        image_path = root / relative
+        if check_files and not image_path.is_file():
+            raise DatasetCSVError(f"{csv_path} row {row_number}: image {image_path} does not exist")
+        record: dict[str, Any] = {key: value for key, value in row.items() if key in _SCHEMA_COLUMNS}
+        record[IMAGE_KEY] = str(image_path)
+        record["source"] = f"{csv_path} row {row_number}"
+        if schema.NO_FINDING in table.columns:
+            record[LABEL_KEY] = _anomaly_label(row[schema.NO_FINDING], csv_path, row_number)
+        mask = _optional_str(row.get(schema.MASK))
+        record[MASK_KEY] = str(root / mask) if mask else None
+        records.append(record)
+    return records
+
+
+def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:
+    """CheXpert marks normals with ``No Finding == 1`` and leaves it blank otherwise: blank means abnormal."""
+    if no_finding is None or (isinstance(no_finding, float) and math.isnan(no_finding)):
+        return 1
+    try:
+        value = float(no_finding)
+    except (TypeError, ValueError) as error:
+        raise DatasetCSVError(
+            f"{csv_path} row {row_number}: column {schema.NO_FINDING!r} must be 1, 0 or blank, got {no_finding!r}"
+        ) from error
+    return 0 if value == 1.0 else 1
+
+
+_SCHEMA_COLUMNS = frozenset(
+    (schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW, schema.NO_FINDING,
+     schema.LESION, *schema.MIMIC_EHR_COLUMNS)
+)

@@ -1,0 +1,208 @@
+"""EHR encoding: raw CSV/DICOM values -> per-slot scalars and an explicit missing mask.
+
+The network turns every scalar *slot* into one token (METHOD.md §2), so the encoding decides what a token means:
+age is scaled to about [0, 1]; sex and view are one-hot (two slots each); MIMIC measurements are z-scored with
+statistics fitted on the training split only and saved next to the model, so inference uses the training scale.
+A missing value is never dropped or written as 0: its slots are flagged in ``<key>_missing`` and the network
+substitutes a learned "missing" embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from monai_diff3m.data import schema
+from monai_diff3m.io import write_json_atomic
+
+AGE_SCALE = 100.0
+MAX_AGE = 120.0
+
+#: Slots of each EHR group, in token order. "demographics" exists for CheXpert and MIMIC, "measurements" for MIMIC.
+EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
+    "demographics": (
+        schema.AGE,
+        *(f"{schema.SEX}={value}" for value in schema.SEX_VALUES),
+        *(f"{schema.VIEW}={value}" for value in schema.VIEW_VALUES),
+    ),
+    "measurements": schema.MIMIC_EHR_COLUMNS,
+}
+_GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "demographics": (schema.AGE, schema.SEX, schema.VIEW),
+    "measurements": schema.MIMIC_EHR_COLUMNS,
+}
+
+
+class EHRValueError(ValueError):
+    """An EHR value is missing where required, or not what the field expects; the message names record and field."""
+
+
+def ehr_slot_names(groups: Sequence[str]) -> list[str]:
+    """Token names, in order, for the chosen EHR groups (used for attribution columns and docs)."""
+    return [slot for group in _check_groups(groups) for slot in EHR_GROUP_SLOTS[group]]
+
+
+def ehr_group_sizes(groups: Sequence[str]) -> list[int]:
+    """Number of tokens per group, the ``ehr_group_sizes`` argument of ``Diff3MUNet``."""
+    return [len(EHR_GROUP_SLOTS[group]) for group in _check_groups(groups)]
+
+
+def _check_groups(groups: Sequence[str]) -> Sequence[str]:
+    unknown = [group for group in groups if group not in EHR_GROUP_SLOTS]
+    if unknown or not groups:
+        raise ValueError(f"EHR groups must be a non-empty subset of {list(EHR_GROUP_SLOTS)}, got {list(groups)}")
+    return groups
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+class EHRStatistics:
+    """Mean and standard deviation of each numeric measurement, fitted on the training split only.
+
+    Saved as JSON beside the checkpoint so that inference and evaluation z-score with the training scale
+    (the reference re-fits on every split, which leaks test statistics and shifts scores between sites).
+    """
+
+    def __init__(self, mean: Mapping[str, float], std: Mapping[str, float]) -> None:
+        self.mean = dict(mean)
+        self.std = dict(std)
+
+    @classmethod
+    def fit(cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS) -> EHRStatistics:
+        values: dict[str, list[float]] = {column: [] for column in columns}
+        for record in records:
+            for column in columns:
+                value = record.get(column)
+                if not _is_missing(value):
+                    values[column].append(_to_float(value, column, record))
+        mean, std = {}, {}
+        for column, column_values in values.items():
+            if len(column_values) < 2:
+                mean[column], std[column] = 0.0, 1.0
+                continue
+            mean[column] = float(np.mean(column_values))
+            std[column] = float(np.std(column_values)) or 1.0
+        return cls(mean, std)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EHRStatistics:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"EHR statistics file {path} not found; it is written by training next to the model")
+        content = json.loads(path.read_text())
+        return cls(content["mean"], content["std"])
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic({"mean": self.mean, "std": self.std}, path)
+
+    def standardise(self, column: str, value: float) -> float:
+        return (value - self.mean.get(column, 0.0)) / self.std.get(column, 1.0)
+
+
+def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str | Path) -> EHRStatistics:
+    """Fit on the training records and save; the bundle calls this once before training starts."""
+    statistics = EHRStatistics.fit(records)
+    statistics.save(path)
+    return statistics
+
+
+def _record_name(record: Mapping[str, Any]) -> str:
+    return str(record.get("source") or record.get("image") or record.get(schema.PATH) or "record")
+
+
+def _to_float(value: Any, field: str, record: Mapping[str, Any]) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise EHRValueError(f"{_record_name(record)}: field {field!r} must be a number, got {value!r}") from error
+    if math.isnan(number) or math.isinf(number):
+        raise EHRValueError(f"{_record_name(record)}: field {field!r} must be a finite number, got {value!r}")
+    return number
+
+
+class EncodeEHRd(MapTransform):
+    """Encode the raw EHR fields of a record into ``output_key`` (float32 slots) and ``output_key + '_missing'``.
+
+    Args:
+        groups: EHR groups to encode, a subset of ``EHR_GROUP_SLOTS`` ("demographics", "measurements").
+        statistics: training-split statistics for the measurements, an ``EHRStatistics`` or a path to its JSON.
+        required: fields that must be present; a missing one raises ``EHRValueError`` naming record and field.
+            Inference on DICOM tags passes ``()`` so absent tags become explicit "missing" tokens.
+        output_key: key of the encoded slots; the missing mask goes to ``output_key + "_missing"``.
+        allow_missing_keys: treat fields absent from the record as missing values instead of an error.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[str] = ("demographics", "measurements"),
+        statistics: EHRStatistics | str | Path | None = None,
+        required: Sequence[str] = (schema.AGE, schema.SEX, schema.VIEW),
+        output_key: str = "ehr",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        self.groups = tuple(_check_groups(groups))
+        keys: KeysCollection = [column for group in self.groups for column in _GROUP_COLUMNS[group]]
+        super().__init__(keys, allow_missing_keys)
+        if statistics is not None and not isinstance(statistics, EHRStatistics):
+            statistics = EHRStatistics.load(statistics)
+        if "measurements" in self.groups and statistics is None:
+            raise ValueError("EncodeEHRd needs training-split `statistics` to z-score the measurements group")
+        self.statistics = statistics
+        self.required = frozenset(required)
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        record = dict(data)
+        for key in self.keys:
+            if key not in record and not self.allow_missing_keys:
+                raise EHRValueError(f"{_record_name(record)}: EHR field {key!r} is absent from the record")
+        values: list[float] = []
+        missing: list[float] = []
+        for group in self.groups:
+            for column in _GROUP_COLUMNS[group]:
+                slot_values, slot_missing = self._encode_field(column, record.get(column), record)
+                values.extend(slot_values)
+                missing.extend([float(slot_missing)] * len(slot_values))
+        record[self.output_key] = np.asarray(values, dtype=np.float32)
+        record[f"{self.output_key}_missing"] = np.asarray(missing, dtype=np.float32)
+        return record
+
+    def _encode_field(self, column: str, value: Any, record: Mapping[str, Any]) -> tuple[list[float], bool]:
+        if _is_missing(value):
+            if column in self.required:
+                raise EHRValueError(f"{_record_name(record)}: required EHR field {column!r} is missing (NaN/empty)")
+            width = len(schema.SEX_VALUES) if column == schema.SEX else len(schema.VIEW_VALUES) if column == schema.VIEW else 1
+            return [0.0] * width, True
+        if column == schema.SEX:
+            return self._one_hot(column, value, schema.SEX_VALUES, record), False
+        if column == schema.VIEW:
+            return self._one_hot(column, value, schema.VIEW_VALUES, record), False
+        number = _to_float(value, column, record)
+        if column == schema.AGE:
+            if not 0.0 <= number <= MAX_AGE:
+                raise EHRValueError(f"{_record_name(record)}: field {column!r} must be within [0, {MAX_AGE:g}] years, got {value!r}")
+            return [number / AGE_SCALE], False
+        if number <= 0.0:
+            raise EHRValueError(f"{_record_name(record)}: field {column!r} must be positive, got {value!r}")
+        assert self.statistics is not None
+        return [self.statistics.standardise(column, number)], False
+
+    @staticmethod
+    def _one_hot(column: str, value: Any, vocabulary: Sequence[str], record: Mapping[str, Any]) -> list[float]:
+        text = str(value).strip()
+        if text not in vocabulary:
+            raise EHRValueError(f"{_record_name(record)}: field {column!r} must be one of {list(vocabulary)}, got {value!r}")
+        return [1.0 if text == option else 0.0 for option in vocabulary]

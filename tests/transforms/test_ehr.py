@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+
+from monai_diff3m.data import schema
+from monai_diff3m.transforms import EHRStatistics, EHRValueError, EncodeEHRd, ehr_group_sizes, ehr_slot_names
+
+RECORD = {
+    "source": "train.csv row 2",
+    schema.AGE: 67,
+    schema.SEX: "Female",
+    schema.VIEW: "AP",
+    schema.BMI: 30.0,
+    schema.SYSTOLIC: 140.0,
+    schema.DIASTOLIC: 90.0,
+    schema.HEIGHT: 64.0,
+    schema.WEIGHT: 175.0,
+}
+STATS = EHRStatistics(
+    mean={schema.BMI: 25.0, schema.SYSTOLIC: 120.0, schema.DIASTOLIC: 80.0, schema.HEIGHT: 66.0, schema.WEIGHT: 170.0},
+    std={schema.BMI: 5.0, schema.SYSTOLIC: 10.0, schema.DIASTOLIC: 10.0, schema.HEIGHT: 2.0, schema.WEIGHT: 25.0},
+)
+
+
+def test_slot_layout_is_one_token_per_scalar():
+    assert ehr_slot_names(["demographics"]) == ["Age", "Sex=Male", "Sex=Female", "AP/PA=AP", "AP/PA=PA"]
+    assert ehr_group_sizes(["demographics", "measurements"]) == [5, 5]
+    with pytest.raises(ValueError, match="EHR groups"):
+        ehr_group_sizes(["labs"])
+
+
+def test_encoding_values():
+    out = EncodeEHRd(statistics=STATS)(RECORD)
+    np.testing.assert_allclose(out["ehr"], [0.67, 0, 1, 1, 0, 1.0, 2.0, 1.0, -1.0, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(out["ehr_missing"], np.zeros(10))
+    assert out["ehr"].dtype == np.float32
+    assert "ehr" not in RECORD
+
+
+def test_missing_values_are_flagged_not_dropped():
+    record = {**RECORD, schema.BMI: float("nan"), schema.SEX: None}
+    out = EncodeEHRd(statistics=STATS, required=[schema.AGE, schema.VIEW])(record)
+    np.testing.assert_array_equal(out["ehr_missing"], [0, 1, 1, 0, 0, 1, 0, 0, 0, 0])
+    assert out["ehr"][5] == 0.0
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        (schema.AGE, float("nan"), "required EHR field 'Age' is missing"),
+        (schema.AGE, 150, r"within \[0, 120\]"),
+        (schema.AGE, "abc", "must be a number"),
+        (schema.SEX, "M", "must be one of"),
+        (schema.VIEW, "LL", "must be one of"),
+        (schema.BMI, "high", "'BMI' must be a number"),
+        (schema.WEIGHT, -3, "must be positive"),
+    ],
+)
+def test_bad_values_name_record_and_field(field, value, message):
+    with pytest.raises(EHRValueError, match=message) as error:
+        EncodeEHRd(statistics=STATS)({**RECORD, field: value})
+    assert "train.csv row 2" in str(error.value)
+
+
+def test_statistics_fit_on_training_records_ignore_missing_and_round_trip(tmp_path):
+    records = [{schema.BMI: 20.0}, {schema.BMI: 30.0}, {schema.BMI: None}]
+    stats = EHRStatistics.fit(records, columns=[schema.BMI])
+    assert stats.mean[schema.BMI] == 25.0 and stats.std[schema.BMI] == 5.0
+    path = tmp_path / "stats.json"
+    stats.save(path)
+    assert json.loads(path.read_text())["mean"][schema.BMI] == 25.0
+    assert EHRStatistics.load(path).standardise(schema.BMI, 35.0) == 2.0
+
+
+def test_measurements_need_statistics():
+    with pytest.raises(ValueError, match="statistics"):
+        EncodeEHRd(groups=["demographics", "measurements"])
+    assert EncodeEHRd(groups=["demographics"])(RECORD)["ehr"].shape == (5,)
