@@ -1,0 +1,2 @@
+from monai_diff3m.networks.diff3m_unet import IECA_MODES, Diff3MOutput, Diff3MUNet
+from monai_diff3m.networks.ehr_tokens import EHRTokenizer, PooledEHRAttention

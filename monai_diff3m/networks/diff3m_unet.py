@@ -1,0 +1,249 @@
+"""Diff3M: MONAI's DiffusionModelUNet with Image-EHR Cross-Attention and checkerboard-masked branches."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from monai.networks.blocks.crossattention import CrossAttentionBlock
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+from torch import nn
+
+from monai_diff3m.networks.ehr_tokens import EHRTokenizer, PooledEHRAttention
+from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
+
+IECA_MODES = ("pooled", "spatial", "none")
+
+
+class Diff3MOutput(NamedTuple):
+    """What one forward pass returns.
+
+    noise: ε̂, shape (N, C, H, W).
+    reconstruction: x̃_t from the two checkerboard branches, (N, C, H, W); None without PCM.
+    ehr_attention: attention weight of each EHR token, (N, S); None without EHR. In ``pooled`` mode the weights sum
+        to 1 within each group; in ``spatial`` mode they are averaged over heads, positions and attention layers.
+    """
+
+    noise: torch.Tensor
+    reconstruction: torch.Tensor | None
+    ehr_attention: torch.Tensor | None
+
+
+class Diff3MUNet(nn.Module):
+    """ε-prediction diffusion UNet conditioned on EHR tokens, with optional pixel-level checkerboard masking.
+
+    The backbone is MONAI's ``DiffusionModelUNet`` (``self.unet``). The EHR path depends on ``ieca_mode``:
+
+    - ``"pooled"`` (reference): an image encoder with the UNet encoder's layout reads the clean image x₀, its
+      max-pooled features give one query over the EHR tokens, and LayerNorm(time + demographics + measurements)
+      replaces the timestep embedding in the middle block and the decoder; the encoder keeps the plain timestep.
+    - ``"spatial"``: the tokens are the ``context`` of the UNet's cross-attention transformer blocks.
+    - ``"none"``: no EHR path at all: the image-only diffusion baseline on the same backbone.
+
+    With ``use_pcm`` two more encoders (copies of the main encoder, see ``start_pcm_stage``) read x_t under the
+    complementary soft checkerboards and share one middle block, decoder and 1-channel head; their outputs are
+    recombined as x̃_t = out₁·m₂ + out₂·m₁, each branch filling the pixels it could not see.
+
+    Args:
+        spatial_dims: 2 for chest X-rays.
+        in_channels: image channels (1).
+        out_channels: ε channels (1).
+        channels: output channels of each UNet level.
+        attention_levels: which levels have (cross-)attention.
+        num_res_blocks: residual blocks per level.
+        num_head_channels: channels per attention head (per level or one for all).
+        norm_num_groups: GroupNorm groups; every entry of ``channels`` must be a multiple.
+        ieca_mode: one of ``IECA_MODES``.
+        ehr_group_sizes: tokens per EHR group (``monai_diff3m.transforms.ehr_group_sizes``); ignored for ``none``.
+        token_dim: EHR token width; defaults to the timestep-embedding width 4·channels[0].
+        use_pcm: add the checkerboard reconstruction branches (stage 2 of training).
+        num_train_timesteps: T, to soften the masks by t/T.
+        use_flash_attention: PyTorch scaled-dot-product attention in MONAI's blocks (no spatial attribution then).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: Sequence[int] = (32, 64, 64),
+        attention_levels: Sequence[bool] = (False, False, True),
+        num_res_blocks: Sequence[int] | int = 1,
+        num_head_channels: Sequence[int] | int = 32,
+        norm_num_groups: int = 32,
+        ieca_mode: str = "pooled",
+        ehr_group_sizes: Sequence[int] = (5, 5),
+        token_dim: int | None = None,
+        use_pcm: bool = False,
+        num_train_timesteps: int = 1000,
+        use_flash_attention: bool = False,
+    ) -> None:
+        super().__init__()
+        if ieca_mode not in IECA_MODES:
+            raise ValueError(f"ieca_mode must be one of {IECA_MODES}, got {ieca_mode!r}")
+        time_embed_dim = channels[0] * 4
+        self.ieca_mode = ieca_mode
+        self.use_pcm = use_pcm
+        self.num_train_timesteps = num_train_timesteps
+        self.ehr_group_sizes = [] if ieca_mode == "none" else list(ehr_group_sizes)
+        token_dim = token_dim or time_embed_dim
+        unet_kwargs = dict(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=channels,
+            attention_levels=attention_levels,
+            num_res_blocks=num_res_blocks,
+            num_head_channels=num_head_channels,
+            norm_num_groups=norm_num_groups,
+            with_conditioning=ieca_mode == "spatial",
+            cross_attention_dim=token_dim if ieca_mode == "spatial" else None,
+            use_flash_attention=use_flash_attention,
+        )
+        self.unet = DiffusionModelUNet(**unet_kwargs)
+
+        if ieca_mode != "none":
+            self.ehr_tokenizer = EHRTokenizer(sum(self.ehr_group_sizes), token_dim)
+        if ieca_mode == "pooled":
+            query_donor = DiffusionModelUNet(**unet_kwargs)
+            self.image_encoder = nn.ModuleDict({"conv_in": query_donor.conv_in, "down_blocks": query_donor.down_blocks})
+            self.image_query = nn.Sequential(nn.Linear(channels[-1], token_dim), nn.LayerNorm(token_dim))
+            self.pooled_attention = PooledEHRAttention(self.ehr_group_sizes, token_dim)
+            self.condition_projection = nn.Identity() if token_dim == time_embed_dim else nn.Linear(token_dim, time_embed_dim)
+            self.condition_norm = nn.LayerNorm(time_embed_dim)
+        if ieca_mode == "spatial" and not use_flash_attention:
+            for block in self._cross_attention_blocks():
+                block.save_attn = True
+        if use_pcm:
+            decoder_donor = DiffusionModelUNet(**{**unet_kwargs, "out_channels": in_channels})
+            self.pcm_encoders = nn.ModuleList(
+                nn.ModuleDict({"conv_in": copy.deepcopy(self.unet.conv_in), "down_blocks": copy.deepcopy(self.unet.down_blocks)})
+                for _ in range(2)
+            )
+            self.pcm_decoder = nn.ModuleDict(
+                {"middle_block": decoder_donor.middle_block, "up_blocks": decoder_donor.up_blocks, "out": decoder_donor.out}
+            )
+
+    def _cross_attention_blocks(self) -> list[CrossAttentionBlock]:
+        return [module for module in self.unet.modules() if isinstance(module, CrossAttentionBlock)]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        ehr: torch.Tensor | None = None,
+        ehr_missing: torch.Tensor | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> Diff3MOutput:
+        """Predict ε (and x̃_t with PCM) for the noisy image ``x`` at ``timesteps``.
+
+        Args:
+            x: noisy image x_t, (N, C, H, W).
+            timesteps: (N,) integer timesteps.
+            ehr: encoded EHR slots (N, S); required unless ``ieca_mode == "none"``.
+            ehr_missing: (N, S) 1 where a slot is missing.
+            x0: the clean image, (N, C, H, W); required in ``pooled`` mode (the image query reads it).
+        """
+        time_embedding = self.unet.time_embed(get_timestep_embedding(timesteps, self.unet.block_out_channels[0]).to(x.dtype))
+        decoder_embedding, context, attention = time_embedding, None, None
+        if self.ieca_mode != "none":
+            if ehr is None:
+                raise ValueError(f"Diff3MUNet(ieca_mode={self.ieca_mode!r}) needs `ehr`; use ieca_mode='none' for the image-only baseline")
+            tokens = self.ehr_tokenizer(ehr.to(x.dtype), ehr_missing)
+            if self.ieca_mode == "pooled":
+                if x0 is None:
+                    raise ValueError("Diff3MUNet(ieca_mode='pooled') needs the clean image `x0` for its image query")
+                condition, attention = self.pooled_attention(self._image_query(x0), tokens)
+                decoder_embedding = self.condition_norm(time_embedding + self.condition_projection(condition))
+            else:
+                context = tokens
+
+        unet = self.unet
+        noise = _unet_pass(x, unet.conv_in, unet.down_blocks, unet.middle_block, unet.up_blocks, unet.out,
+                           time_embedding, decoder_embedding, context)
+        if self.ieca_mode == "spatial" and self.unet.attention_levels and not self._uses_flash_attention():
+            attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._cross_attention_blocks()]).mean(dim=0)
+
+        reconstruction = None
+        if self.use_pcm:
+            reconstruction = self._checkerboard_reconstruction(x, timesteps, time_embedding, decoder_embedding, context)
+        return Diff3MOutput(noise, reconstruction, attention)
+
+    def _uses_flash_attention(self) -> bool:
+        blocks = self._cross_attention_blocks()
+        return not blocks or blocks[0].use_flash_attention
+
+    def _image_query(self, x0: torch.Tensor) -> torch.Tensor:
+        """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the biases)."""
+        zero_embedding = torch.zeros(x0.shape[0], self.unet.block_out_channels[0] * 4, device=x0.device, dtype=x0.dtype)
+        features = self.image_encoder["conv_in"](x0)
+        for block in self.image_encoder["down_blocks"]:
+            features, _ = block(hidden_states=features, temb=zero_embedding, context=None)
+        return self.image_query(features.amax(dim=(2, 3)))
+
+    def _checkerboard_reconstruction(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        time_embedding: torch.Tensor,
+        decoder_embedding: torch.Tensor,
+        context: torch.Tensor | None,
+    ) -> torch.Tensor:
+        m1, m2 = checkerboard_masks(tuple(x.shape[-2:]), device=x.device, dtype=x.dtype)
+        outputs = []
+        for encoder, mask in zip(self.pcm_encoders, (m1, m2)):
+            visible = x * soften_mask(mask, timesteps, self.num_train_timesteps)
+            outputs.append(
+                _unet_pass(visible, encoder["conv_in"], encoder["down_blocks"], self.pcm_decoder["middle_block"],
+                           self.pcm_decoder["up_blocks"], self.pcm_decoder["out"], time_embedding, decoder_embedding, context)
+            )
+        return outputs[0] * m2 + outputs[1] * m1
+
+    def start_pcm_stage(self) -> None:
+        """Stage 2 (reference): copy the trained main encoder into both PCM encoders and freeze what stage 1 learnt.
+
+        Frozen: the main encoder (``conv_in``, ``down_blocks``), the timestep embedding and the x₀ image encoder.
+        The main middle block and decoder keep training with the ε part of the mixed loss.
+        """
+        if not self.use_pcm:
+            raise ValueError("start_pcm_stage needs a Diff3MUNet built with use_pcm=True")
+        for encoder in self.pcm_encoders:
+            encoder["conv_in"].load_state_dict(self.unet.conv_in.state_dict())
+            encoder["down_blocks"].load_state_dict(self.unet.down_blocks.state_dict())
+        frozen = [self.unet.conv_in, self.unet.down_blocks, self.unet.time_embed]
+        if self.ieca_mode == "pooled":
+            frozen += [self.image_encoder, self.image_query]
+        for module in frozen:
+            module.requires_grad_(False)
+
+
+def _unet_pass(
+    x: torch.Tensor,
+    conv_in: nn.Module,
+    down_blocks: nn.ModuleList,
+    middle_block: nn.Module,
+    up_blocks: nn.ModuleList,
+    out: nn.Module,
+    encoder_embedding: torch.Tensor,
+    decoder_embedding: torch.Tensor,
+    context: torch.Tensor | None,
+) -> torch.Tensor:
+    """``DiffusionModelUNet.forward`` steps 3–7 with separate encoder and decoder embeddings.
+
+    The one place that walks MONAI's UNet internals: IECA conditions only the middle block and decoder, and the PCM
+    branches pair their own encoders with a shared decoder, neither of which MONAI's forward allows.
+    """
+    h = conv_in(x)
+    skips = [h]
+    for block in down_blocks:
+        h, residuals = block(hidden_states=h, temb=encoder_embedding, context=context)
+        skips.extend(residuals)
+    h = middle_block(hidden_states=h, temb=decoder_embedding, context=context)
+    for block in up_blocks:
+        count = len(block.resnets)
+        h = block(hidden_states=h, res_hidden_states_list=skips[-count:], temb=decoder_embedding, context=context)
+        skips = skips[:-count]
+    return out(h)
