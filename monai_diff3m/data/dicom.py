@@ -21,6 +21,7 @@ from monai_diff3m.data.schema import (
     AGE,
     FRONTAL,
     FRONTAL_LATERAL,
+    MAX_AGE_YEARS,
     PATH,
     REQUIRED_COLUMNS,
     SEX,
@@ -30,8 +31,6 @@ from monai_diff3m.data.schema import (
 )
 from monai_diff3m.transforms.image import ImageLoadError, is_dicom_file
 
-#: Oldest plausible age; larger values are treated as data-entry errors rather than silently encoded.
-MAX_AGE_YEARS = 120.0
 #: Suffixes :func:`scan_image_folder` reads with Pillow; DICOM files are found by :func:`is_dicom_file`.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 #: ViewPosition codes of lateral and decubitus projections: Diff3M is trained and evaluated on frontal views only.
@@ -173,8 +172,9 @@ def scan_image_folder(
 ) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
     """Join the PNG/JPEG/DICOM files below ``folder`` with the rows of ``ehr_csv`` that name them.
 
-    The CSV's ``PATH`` column holds each file's path relative to ``folder`` or, when that is unique in the folder,
-    just its file name. A record is the row (all its columns, missing cells as None) with ``PATH`` replaced by the
+    The CSV's ``PATH`` column holds each file's path relative to ``folder``; otherwise its file name is looked up,
+    when that name is unique in the folder (so a dataset CSV with ``images/test/x.png`` paths can key a folder
+    holding ``x.png``). A record is the row (all its columns, missing cells as None) with ``PATH`` replaced by the
     file's full path. Files without a row, rows without a file, rows naming a file twice and rows with values
     outside the schema vocabularies are returned as ``(path, reason)`` failures naming the file and the CSV.
 
@@ -193,7 +193,7 @@ def scan_image_folder(
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"row {line} of {ehr_csv}"
         name = "" if row[PATH] is None else PurePath(row[PATH]).as_posix()
-        path = by_relative.get(name, by_name.get(name))
+        path = by_relative.get(name) or by_name.get(PurePath(name).name)
         if path is None:
             reason = f"{where} names {name!r}, which is no image (or several same-named ones) in {folder}"
             failures.append((str(root / name), reason))

@@ -32,6 +32,9 @@ MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
 
+#: Oldest plausible age in years; larger values are data-entry errors, rejected rather than silently encoded.
+MAX_AGE_YEARS = 120.0
+
 #: Age bands used for subgroup evaluation: (label, lower bound inclusive, upper bound exclusive).
 AGE_BANDS = (("<40", 0.0, 40.0), ("40-60", 40.0, 60.0), ("60-80", 60.0, 80.0), (">=80", 80.0, float("inf")))
 

@@ -23,7 +23,6 @@ from monai_diff3m.data import schema
 from monai_diff3m.io import write_json_atomic
 
 AGE_SCALE = 100.0
-MAX_AGE = 120.0
 
 #: Slots of each EHR group, in token order. "demographics" exists for CheXpert and MIMIC, "measurements" for MIMIC.
 EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
@@ -192,8 +191,10 @@ class EncodeEHRd(MapTransform):
             return self._one_hot(column, value, schema.VIEW_VALUES, record), False
         number = _to_float(value, column, record)
         if column == schema.AGE:
-            if not 0.0 <= number <= MAX_AGE:
-                raise EHRValueError(f"{_record_name(record)}: field {column!r} must be within [0, {MAX_AGE:g}] years, got {value!r}")
+            if not 0.0 <= number <= schema.MAX_AGE_YEARS:
+                raise EHRValueError(
+                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, got {value!r}"
+                )
             return [number / AGE_SCALE], False
         if number <= 0.0:
             raise EHRValueError(f"{_record_name(record)}: field {column!r} must be positive, got {value!r}")

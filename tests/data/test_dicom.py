@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+from dicom_files import write_dicom
 from monai_diff3m.data.dicom import (
     DicomTagError,
     parse_dicom_age,
@@ -20,28 +19,6 @@ from monai_diff3m.data.dicom import (
 )
 from monai_diff3m.data.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
-
-
-def write_dicom(path, image=True, **tags):
-    """A 16x16 uint16 DX DICOM (or, with ``image=False``, a header without Rows/Columns/PixelData)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if image:
-        ds.Rows, ds.Columns = 16, 16
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = np.zeros((16, 16), np.uint16).tobytes()
-    for name, value in tags.items():
-        setattr(ds, name, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 @pytest.mark.parametrize(

@@ -7,39 +7,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
+from dicom_files import RAMP, write_dicom
 from monai_diff3m.transforms.image import ImageLoadError, LoadChestXRayd, is_dicom_file, read_chest_xray
-
-RAMP = (np.arange(256).reshape(16, 16) * 16).astype(np.uint16)  # 0 .. 4080, inside 12 stored bits
-
-
-def write_dicom(path, pixels=RAMP, bits_stored=12, **tags):
-    """A minimal DX DICOM with 16x16 uint16 pixels; ``tags`` override or (with None) delete header elements."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
-    for name, value in tags.items():
-        if value is None:
-            delattr(ds, name)
-        else:
-            setattr(ds, name, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def load(path):

@@ -1,0 +1,1 @@
+from monai_diff3m.data import chexpert, dicom, phantoms, records, schema

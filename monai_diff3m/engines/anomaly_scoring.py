@@ -1,0 +1,40 @@
+"""``iteration_update`` that scores a batch with the anomaly inferer inside a MONAI ``SupervisedEvaluator``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+
+from monai_diff3m.engines.diffusion_steps import prepare_diff3m_batch
+from monai_diff3m.inferers.anomaly import Diff3MAnomalyInferer
+
+
+class AnomalyScoringStep:
+    """Run ``Diff3MAnomalyInferer`` on a batch and return everything the result writers need.
+
+    The output keeps the batch's identifiers (``source``), its per-image affine (for NIfTI spacing), and the
+    ground-truth ``mask`` when the batch has one, next to the twin, the maps, the scores and the EHR attention.
+    """
+
+    def __init__(self, inferer: Diff3MAnomalyInferer, image_key: str = "image", ehr_key: str = "ehr") -> None:
+        self.inferer = inferer
+        self.image_key = image_key
+        self.ehr_key = ehr_key
+
+    def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, Any]:
+        engine.network.eval()
+        image, ehr, missing = prepare_diff3m_batch(batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key)
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
+            result = self.inferer(image.as_tensor() if isinstance(image, MetaTensor) else image, engine.network, ehr, missing)
+        batch_image = batchdata[self.image_key]
+        output = {
+            "image": image.as_tensor() if isinstance(image, MetaTensor) else image,
+            **result,
+            "source": list(batchdata.get("source", [""] * image.shape[0])),
+            "affine": batch_image.affine if isinstance(batch_image, MetaTensor) else None,
+        }
+        if "mask" in batchdata:
+            output["mask"] = torch.as_tensor(batchdata["mask"])
+        return output

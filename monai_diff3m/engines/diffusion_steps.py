@@ -1,0 +1,106 @@
+"""Iteration functions that plug Diff3M's noising, forward pass and loss into MONAI's engines.
+
+MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` run the Ignite loop, handlers, AMP flags and metrics; the only
+Diff3M-specific part, one diffusion step, is the ``iteration_update`` callable defined here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.networks.schedulers import Scheduler
+
+from monai_diff3m.engines.losses import Diff3MLoss
+from monai_diff3m.networks.diff3m_unet import Diff3MOutput
+from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
+
+
+def prepare_diff3m_batch(
+    batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False, image_key: str = "image", ehr_key: str = "ehr"
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Move the image, encoded EHR and missing mask of a collated batch to ``device``."""
+    if image_key not in batchdata:
+        raise KeyError(f"batch has no {image_key!r}; keys are {sorted(batchdata)}")
+    image = torch.as_tensor(batchdata[image_key]).to(device=device, non_blocking=non_blocking)
+    ehr = batchdata.get(ehr_key)
+    missing = batchdata.get(f"{ehr_key}_missing")
+    ehr = None if ehr is None else torch.as_tensor(ehr).to(device=device, non_blocking=non_blocking)
+    missing = None if missing is None else torch.as_tensor(missing).to(device=device, non_blocking=non_blocking)
+    return image, ehr, missing
+
+
+def predict_x0(scheduler: Scheduler, noisy: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clipped to the image range [−1, 1]."""
+    alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
+    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(-1.0, 1.0)
+
+
+class _DiffusionStep:
+    def __init__(self, scheduler: Scheduler, loss: Diff3MLoss | None = None, image_key: str = "image", ehr_key: str = "ehr") -> None:
+        self.scheduler = scheduler
+        self.loss = loss or Diff3MLoss()
+        self.image_key = image_key
+        self.ehr_key = ehr_key
+
+    def _forward(
+        self, engine: Any, batchdata: dict[str, Any], generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Diff3MOutput]:
+        image, ehr, missing = prepare_diff3m_batch(batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key)
+        num_timesteps = self.scheduler.num_train_timesteps
+        timesteps = torch.randint(0, num_timesteps, (image.shape[0],), generator=generator).to(image.device)
+        noise = torch.randn(image.shape, generator=generator, dtype=image.dtype).to(image.device)
+        noisy = self.scheduler.add_noise(original_samples=image, noise=noise, timesteps=timesteps)
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
+            output = engine.network(noisy, timesteps, ehr, missing, x0=image)
+        return image, noise, noisy, timesteps, output
+
+
+class Diff3MTrainingStep(_DiffusionStep):
+    """``iteration_update`` for ``SupervisedTrainer``: sample t and ε, predict, mixed loss, optimiser step.
+
+    Uses the global torch RNG, which ``monai.utils.set_determinism`` seeds, so a seeded run is reproducible.
+    """
+
+    def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        image, noise, noisy, timesteps, output = self._forward(engine, batchdata, generator=None)
+        loss = self.loss(output, noise, noisy)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at iteration {engine.state.iteration}")
+        loss.backward()
+        engine.optimizer.step()
+        return {"image": image, "loss": loss.detach()}
+
+
+class Diff3MValidationStep(_DiffusionStep):
+    """``iteration_update`` for ``SupervisedEvaluator``: the training loss on fixed noise, plus images to look at.
+
+    The noise and timesteps come from a generator seeded by ``seed`` and the batch index, so every validation pass
+    sees the same draws and the validation loss is comparable across epochs. The output carries the input, the
+    checkerboard-masked noisy input and the one-step estimate x̂₀ for the TensorBoard image grids.
+    """
+
+    def __init__(self, scheduler: Scheduler, loss: Diff3MLoss | None = None, seed: int = 0, image_key: str = "image", ehr_key: str = "ehr") -> None:
+        super().__init__(scheduler, loss, image_key, ehr_key)
+        self.seed = seed
+
+    def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+        engine.network.eval()
+        batch_index = (engine.state.iteration - 1) % max(engine.state.epoch_length or 1, 1)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + batch_index)
+        with torch.no_grad():
+            image, noise, noisy, timesteps, output = self._forward(engine, batchdata, generator)
+            loss = self.loss(output, noise, noisy)
+            m1, _ = checkerboard_masks(tuple(image.shape[-2:]), device=image.device, dtype=image.dtype)
+            result = {
+                "image": image,
+                "loss": loss,
+                "noisy": noisy,
+                "masked": noisy * soften_mask(m1, timesteps, self.scheduler.num_train_timesteps),
+                "x0_estimate": predict_x0(self.scheduler, noisy, output.noise.float(), timesteps),
+            }
+            if output.reconstruction is not None:
+                result["reconstruction"] = output.reconstruction.float()
+        return result

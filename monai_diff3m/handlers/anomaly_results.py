@@ -1,0 +1,198 @@
+"""Ignite handlers that turn scored batches into files: scores.csv, failures.csv, NIfTI/PNG maps, metrics.json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from ignite.engine import Engine, Events
+from matplotlib import colormaps
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from monai_diff3m.data import schema
+from monai_diff3m.inferers.anomaly import SCORE_NAMES
+from monai_diff3m.io import atomic_path, write_csv_atomic, write_json_atomic
+from monai_diff3m.metrics.anomaly_metrics import evaluate_table, pixel_metrics
+from monai_diff3m.metrics.plots import save_roc_pr_curves
+
+logger = logging.getLogger(__name__)
+
+EHR_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
+RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
+
+
+class AnomalyResultWriter:
+    """Collect one row per scored image and write ``scores.csv``, ``failures.csv`` and the anomaly maps.
+
+    Each row has the image, every score, the EHR values the model was given (as read; empty = missing, encoded as
+    the learned "missing" token) and the attention weight of each EHR token. Maps are written per image as NIfTI
+    (with the spacing of the resized image) and as a PNG overlay. Every file is written atomically.
+
+    Args:
+        output_dir: folder for all outputs.
+        records: the records that were scored (their ``source`` identifies them) for the EHR and label columns.
+        slot_names: EHR token names (``ehr_slot_names(groups)``) for the attention columns; empty without EHR.
+        failures: ``(path, reason)`` of inputs that could not be scored, written to ``failures.csv``.
+        write_maps: write the per-image NIfTI and PNG maps (off for quick evaluations).
+        keep_maps: keep maps and masks in memory for pixel-level metrics.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        records: Sequence[Mapping[str, Any]],
+        slot_names: Sequence[str] = (),
+        failures: Sequence[tuple[str, str]] = (),
+        write_maps: bool = True,
+        keep_maps: bool = False,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.records = {str(record.get("source")): record for record in records}
+        self.slot_names = list(slot_names)
+        self.failures = list(failures)
+        self.write_maps = write_maps
+        self.keep_maps = keep_maps
+        self.rows: list[dict[str, Any]] = []
+        self.maps: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self._used_names: set[str] = set()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write_tables)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows, self.maps, self.masks, self._used_names = [], [], [], set()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _collect(self, engine: Engine) -> None:
+        output = engine.state.output
+        image = output["image"].float().cpu().numpy()
+        anomaly_map = output["anomaly_map"].float().cpu().numpy()
+        scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
+        attention = output.get("ehr_attention")
+        attention = None if attention is None else attention.float().cpu().numpy()
+        for index, source in enumerate(output["source"]):
+            record = self.records.get(str(source), {})
+            row: dict[str, Any] = {"image": source}
+            row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
+            row.update({name: float(values[index]) for name, values in scores.items()})
+            if attention is not None:
+                row.update({f"attention[{slot}]": float(attention[index, position]) for position, slot in enumerate(self.slot_names)})
+            if self.write_maps:
+                name = self._unique_name(str(source))
+                affine = output.get("affine")
+                spacing = (1.0, 1.0) if affine is None else tuple(float(affine[index][axis, axis]) for axis in (0, 1))
+                self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
+                row["map_nifti"] = f"maps/{name}.nii.gz"
+                row["map_overlay"] = f"overlays/{name}.png"
+            self.rows.append(row)
+            if self.keep_maps:
+                self.maps.append(output["smoothed_map"][index, 0].float().cpu().numpy())
+                if "mask" in output:
+                    self.masks.append(output["mask"][index, 0].float().cpu().numpy())
+
+    def _unique_name(self, source: str) -> str:
+        stem = Path(source).name.split(".")[0] or "image"
+        name, counter = stem, 1
+        while name in self._used_names:
+            counter += 1
+            name = f"{stem}_{counter}"
+        self._used_names.add(name)
+        return name
+
+    def _write_map_files(self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]) -> None:
+        nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
+        nifti_path.parent.mkdir(parents=True, exist_ok=True)
+        affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+        with atomic_path(nifti_path) as temporary:
+            nib.save(nib.Nifti1Image(anomaly_map.astype(np.float32), affine), str(temporary))
+        overlay_path = self.output_dir / "overlays" / f"{name}.png"
+        overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(overlay_path) as temporary:
+            Image.fromarray(anomaly_overlay(image, anomaly_map)).save(temporary, format="PNG")
+
+    def _write_tables(self, engine: Engine) -> None:
+        write_csv_atomic(self.table(), self.output_dir / "scores.csv")
+        write_csv_atomic(pd.DataFrame(self.failures, columns=["path", "reason"]), self.output_dir / "failures.csv")
+        logger.info("scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir)
+        for path, reason in self.failures:
+            logger.warning("not scored: %s (%s)", path, reason)
+
+
+def anomaly_overlay(image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """RGB uint8 overlay: the image in gray (from [−1, 1]) blended with the per-image-scaled map in 'inferno'."""
+    gray = np.clip((image + 1.0) / 2.0, 0.0, 1.0)
+    scaled = anomaly_map / max(float(anomaly_map.max()), 1e-8)
+    heat = colormaps["inferno"](scaled)[..., :3]
+    alpha = opacity * scaled[..., None]
+    blended = gray[..., None] * (1.0 - alpha) + heat * alpha
+    return (blended * 255.0).round().astype(np.uint8)
+
+
+class AnomalyEvaluationHandler:
+    """After scoring a labelled split: metrics.json, ROC/PR curves and TensorBoard scalars.
+
+    Image metrics (AUROC, AUPRC, best F1 and threshold, sensitivity at 95% specificity, bootstrap intervals) for
+    every score, per subgroup (sex, age band, view), and pixel metrics of the smoothed maps where masks exist.
+
+    Args:
+        writer: the ``AnomalyResultWriter`` attached to the same evaluator (attach it first).
+        output_dir: folder for ``metrics.json`` and ``roc_pr_curves.png``.
+        summary_writer: TensorBoard writer for the metric scalars (optional).
+        num_bootstrap: bootstrap resamples for the intervals.
+        seed: bootstrap seed.
+    """
+
+    def __init__(
+        self,
+        writer: AnomalyResultWriter,
+        output_dir: str | Path,
+        summary_writer: SummaryWriter | None = None,
+        num_bootstrap: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        self.writer = writer
+        self.output_dir = Path(output_dir)
+        self.summary_writer = summary_writer
+        self.num_bootstrap = num_bootstrap
+        self.seed = seed
+        self.metrics: dict[str, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        table = self.writer.table()
+        if schema.NO_FINDING not in table.columns:
+            raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
+        groups = [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
+        metrics = evaluate_table(table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed)
+        lesion_masks = [mask for mask in self.writer.masks if mask.any()]
+        if self.writer.masks and lesion_masks:
+            metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
+        self.metrics = metrics
+        write_json_atomic(metrics, self.output_dir / "metrics.json")
+        labels = (table[schema.NO_FINDING].astype(float) != 1.0).astype(int).to_numpy()
+        save_roc_pr_curves(labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / "roc_pr_curves.png")
+        if self.summary_writer is not None:
+            for name, values in metrics["scores"].items():
+                for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
+                    self.summary_writer.add_scalar(f"test/{name}/{metric}", values[metric], engine.state.epoch)
+            for metric, value in metrics.get("pixel", {}).items():
+                if metric.startswith(("pixel_", "best_dice")):
+                    self.summary_writer.add_scalar(f"test/pixel/{metric}", value, engine.state.epoch)
+            self.summary_writer.flush()
+        best = metrics["best_score"]
+        logger.info("best score %s: AUROC %.3f, AUPRC %.3f", best, metrics["scores"][best]["auroc"], metrics["scores"][best]["auprc"])

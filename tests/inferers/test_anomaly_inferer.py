@@ -1,0 +1,65 @@
+import pytest
+import torch
+from monai.networks.schedulers import DDPMScheduler
+
+from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_timesteps, image_scores
+from monai_diff3m.networks import Diff3MUNet
+
+SMALL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5))
+
+
+def _network(mode: str = "pooled", use_pcm: bool = False) -> Diff3MUNet:
+    torch.manual_seed(0)
+    net = Diff3MUNet(ieca_mode=mode, use_pcm=use_pcm, **SMALL).eval()
+    for parameter in net.parameters():
+        if not parameter.detach().any():
+            torch.nn.init.normal_(parameter, std=0.05)
+    return net
+
+
+def _images(batch: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(batch, 1, size, size, generator=generator) * 1.6 - 0.8, torch.randn(batch, 10, generator=generator)
+
+
+def test_timesteps_cover_zero_to_noise_level():
+    assert ddim_timesteps(400, 4) == [0, 100, 200, 300, 400]
+    assert ddim_timesteps(3, None) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="num_steps"):
+        ddim_timesteps(10, 20)
+
+
+def test_inversion_then_denoising_reproduces_the_input_at_small_noise_level():
+    image, ehr = _images()
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=10, num_steps=10, smoothing_sigma=0)
+    result = inferer(image, _network(), ehr)
+    assert (result["twin"] - image).abs().max() < 0.02
+    far = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=600, num_steps=5, smoothing_sigma=0)(image, _network(), ehr)
+    assert (far["twin"] - image).abs().mean() > 10 * (result["twin"] - image).abs().mean()
+
+
+@pytest.mark.parametrize("noising", ["ddim_inversion", "stochastic"])
+def test_inferer_is_deterministic_and_returns_every_score(noising):
+    image, ehr = _images()
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=4, noising=noising)
+    first = inferer(image, _network(use_pcm=True), ehr)
+    second = inferer(image, _network(use_pcm=True), ehr)
+    torch.testing.assert_close(first["twin"], second["twin"], rtol=0, atol=0)
+    assert set(first["scores"]) == set(SCORE_NAMES)
+    assert all(values.shape == (3,) for values in first["scores"].values())
+    assert first["anomaly_map"].shape == image.shape and first["ehr_attention"].shape == (3, 10)
+
+
+def test_scores_on_a_hand_made_twin():
+    image = torch.zeros(1, 1, 4, 4)
+    image[0, 0, 0, 0] = 1.0
+    twin = torch.zeros(1, 1, 4, 4)
+    scores = image_scores(image, twin, (image - twin).abs())
+    assert scores["mse"].item() == pytest.approx(1 / 16)
+    assert scores["max"].item() == pytest.approx(1.0)
+    assert scores["max_normalized"].item() == pytest.approx(1.0)
+
+
+def test_noise_level_must_be_below_T():
+    with pytest.raises(ValueError, match="noise_level"):
+        Diff3MAnomalyInferer(DDPMScheduler(100), noise_level=100)
