@@ -27,8 +27,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block finishes without error.
 
     The temporary path does not exist yet, so the writer creates it with the normal permissions (umask) that a
-    direct write would get. Its name keeps ``path``'s suffix, so libraries that infer a format or compression from
-    the extension (matplotlib, pandas ``.csv.gz``) behave as if writing ``path`` itself. On any exception the
+    direct write would get. Its name ends with all of ``path``'s suffixes, so libraries that infer a format or
+    compression from the extension (matplotlib, pandas ``.csv.gz``, nibabel ``.nii.gz``) behave as if writing ``path`` itself. On any exception the
     temporary file is removed and the previous content of ``path`` is left untouched.
 
     Args:
@@ -40,7 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(f"cannot write {target}: folder {target.parent} does not exist")
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp{target.suffix}")
+    temporary = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp{''.join(target.suffixes)}")
     try:
         yield temporary
         if not temporary.is_file():

@@ -66,3 +66,10 @@ def test_write_csv_atomic_round_trip_and_compression(tmp_path):
     with pytest.raises(TypeError, match="expected a pandas DataFrame"):
         write_csv_atomic([1, 2], tmp_path / "list.csv")
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["scores.csv", "scores.csv.gz"]
+
+
+def test_atomic_path_keeps_every_suffix_for_format_detection(tmp_path):
+    with atomic_path(tmp_path / "map.nii.gz") as temporary:
+        assert temporary.name.endswith(".tmp.nii.gz")
+        temporary.write_bytes(b"x")
+    assert (tmp_path / "map.nii.gz").read_bytes() == b"x"

@@ -1,0 +1,84 @@
+"""Reading Diff3M checkpoints: self-describing, so inference rebuilds exactly the network that was trained.
+
+``CheckpointWriter`` stores the network's constructor arguments and the EHR groups next to the weights, so the
+inference and evaluation bundles need only the checkpoint path: a model trained with ``--network_args#channels``
+or ``--ieca_mode spatial`` is scored with the same settings without repeating them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_diff3m.networks.diff3m_unet import Diff3MUNet
+
+PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
+_EHR_PREFIXES = ("ehr_tokenizer.", "image_encoder.", "image_query.", "pooled_attention.", "condition_")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict, with a clear error when the file is missing or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
+        raise ValueError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
+    if not isinstance(checkpoint, dict) or "network" not in checkpoint:
+        raise ValueError(f"checkpoint {path} has no 'network' entry; expected a file written by CheckpointWriter")
+    return checkpoint
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata saved with a checkpoint: ``network_args``, ``ehr_groups``, ``image_size``, …"""
+    metadata = read_checkpoint(path).get("metadata", {})
+    if "network_args" not in metadata:
+        raise ValueError(f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle")
+    return metadata
+
+
+def network_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Diff3MUNet:
+    """Rebuild the trained ``Diff3MUNet`` from the checkpoint's stored constructor arguments and load its weights."""
+    checkpoint = read_checkpoint(path, map_location)
+    network = Diff3MUNet(**checkpoint_metadata(path)["network_args"])
+    load_state_dict_explained(network, checkpoint["network"], Path(path))
+    return network
+
+
+def load_network_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a checkpoint's weights into an existing network, explaining any mismatch."""
+    load_state_dict_explained(network, read_checkpoint(path, map_location)["network"], Path(path))
+    return network
+
+
+def load_state_dict_explained(
+    network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, ignore_missing: tuple[str, ...] = ()
+) -> None:
+    """``load_state_dict`` that raises a ``ValueError`` explaining a mismatch; ``ignore_missing`` key prefixes may be absent."""
+    try:
+        mismatch = network.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # same keys, different shapes
+        raise ValueError(f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}") from error
+    missing = [key for key in mismatch.missing_keys if not key.startswith(ignore_missing)]
+    explain_mismatch(path, network, missing, mismatch.unexpected_keys)
+
+
+def explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], unexpected: list[str]) -> None:
+    """Raise a ``ValueError`` saying which setting (PCM, IECA mode, architecture) the checkpoint was trained with."""
+    if not missing and not unexpected:
+        return
+    hints = []
+    if any(key.startswith(PCM_PREFIXES) for key in missing):
+        hints.append("the checkpoint has no PCM branches (a stage-1 model): use use_pcm=False or run stage 2")
+    if any(key.startswith(PCM_PREFIXES) for key in unexpected):
+        hints.append("the checkpoint has PCM branches: build the network with use_pcm=True")
+    if any(key.startswith(_EHR_PREFIXES) or ".attn2." in key for key in missing + unexpected):
+        mode = getattr(network, "ieca_mode", "?")
+        hints.append(f"the checkpoint was trained with another ieca_mode than this network's {mode!r}")
+    raise ValueError(
+        f"checkpoint {path} does not fit the network: {len(missing)} missing key(s) (e.g. {missing[:3]}), "
+        f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). " + ("; ".join(hints) or "check channels/attention settings")
+    )

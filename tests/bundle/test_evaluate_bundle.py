@@ -1,0 +1,58 @@
+import json
+
+import pandas as pd
+import torch
+from monai.networks.schedulers import DDPMScheduler
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from monai_diff3m.data import schema
+from monai_diff3m.data.phantoms import render_case
+from monai_diff3m.engines import network_from_checkpoint
+from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer
+from monai_diff3m.transforms import EncodeEHRd
+from tiny_bundle import run_workflow, scoring_overrides
+
+FAST_SCORING = {"num_inference_steps": 2, "noise_level": 100, "num_bootstrap": 100}
+
+
+def test_evaluation_writes_metrics_curves_and_tensorboard(trained_bundle, tmp_path):
+    run_workflow("evaluate.json", "evaluating", scoring_overrides(trained_bundle, output_dir=str(tmp_path / "eval"), **FAST_SCORING))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 48 and metrics["n_abnormal"] == 24
+    for name in SCORE_NAMES:
+        values = metrics["scores"][name]
+        assert 0.0 <= values["auroc"] <= 1.0
+        assert values["auroc_interval"][0] <= values["auroc"] <= values["auroc_interval"][1]
+        assert {"auprc", "best_f1", "best_f1_threshold", "sensitivity_at_95_specificity"} <= set(values)
+    assert set(metrics["subgroups"]) == {"Sex", "Age", "AP/PA"}
+    assert 0.0 <= metrics["pixel"]["pixel_auroc"] <= 1.0 and metrics["pixel"]["n_lesion_pixels"] > 0
+    assert Image.open(tmp_path / "eval" / "roc_pr_curves.png").format == "PNG"
+    events = EventAccumulator(str(trained_bundle / "runs" / "eval_diff3m_pooled"), size_guidance={"images": 0})
+    events.Reload()
+    assert "test/mse/auroc" in events.Tags()["scalars"] and "test/anomaly_map" in events.Tags()["images"]
+
+
+def test_same_seed_and_config_give_identical_scores(trained_bundle, tmp_path):
+    tables = []
+    for run in ("first", "second"):
+        run_workflow("evaluate.json", "evaluating", scoring_overrides(trained_bundle, output_dir=str(tmp_path / run), noising="stochastic", **FAST_SCORING))
+        tables.append(pd.read_csv(tmp_path / run / "scores.csv"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_trained_model_scores_a_lesion_above_the_same_patient_without_it(trained_bundle):
+    network = network_from_checkpoint(trained_bundle / "models" / "diff3m_pooled_best.pt")
+    encode = EncodeEHRd(statistics=trained_bundle / "models" / "ehr_statistics_pooled.json")
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=5, noising="stochastic")
+    batches = {}
+    for lesion in (None, "nodule", "consolidation"):
+        cases = [render_case(seed=7, index=index, image_size=32, lesion=lesion) for index in range(1000, 1008)]
+        images = torch.stack([torch.from_numpy(case.image)[None] * 2 - 1 for case in cases])
+        columns = (schema.AGE, schema.SEX, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
+        records = [dict(zip(columns, (c.ehr.age, c.ehr.sex, c.ehr.view, c.ehr.bmi, c.ehr.systolic, c.ehr.diastolic, c.ehr.height, c.ehr.weight))) for c in cases]
+        ehr = torch.stack([torch.from_numpy(encode(record)["ehr"]) for record in records])
+        # same batch shape and seed: both batches get identical noise, so only the lesion differs
+        batches[lesion] = inferer(images, network.eval(), ehr)["scores"]["mse"]
+    assert (batches["nodule"] > batches[None]).all(), batches
+    assert (batches["consolidation"] > batches[None]).all(), batches
