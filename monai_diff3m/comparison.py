@@ -28,7 +28,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "Diff3M (EHR, spatial IECA)": {"ieca_mode": "spatial"},
     "Image-only diffusion": {"ieca_mode": "none"},
 }
-DEFAULT_METHODS = ("Diff3M (EHR, pooled IECA)", "Image-only diffusion")
+DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", "Image-only diffusion")
 
 
 def run_method(name: str, overrides: Mapping[str, Any], common: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:

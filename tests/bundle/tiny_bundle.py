@@ -20,7 +20,8 @@ TINY_NETWORK = {
 
 
 def tiny_overrides(bundle_root: Path, **extra) -> dict:
-    return {"bundle_root": str(bundle_root), "phantoms": TINY_PHANTOMS, "batch_size": 16, **TINY_NETWORK, **extra}
+    """Training overrides: the reference (pooled) IECA, which exercises the image query and per-group attention."""
+    return {"bundle_root": str(bundle_root), "ieca_mode": "pooled", "phantoms": TINY_PHANTOMS, "batch_size": 16, **TINY_NETWORK, **extra}
 
 
 def run_workflow(config: str, run_id: str, overrides: dict) -> ConfigWorkflow:
@@ -34,4 +35,4 @@ def run_workflow(config: str, run_id: str, overrides: dict) -> ConfigWorkflow:
 
 def scoring_overrides(bundle_root: Path, **extra) -> dict:
     """Inference/evaluation take the architecture and EHR groups from the checkpoint, so only paths change."""
-    return {"bundle_root": str(bundle_root), **extra}
+    return {"bundle_root": str(bundle_root), "ieca_mode": "pooled", **extra}
