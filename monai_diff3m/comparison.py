@@ -31,7 +31,7 @@ METHODS: dict[str, dict[str, Any]] = {
 DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", "Image-only diffusion")
 
 
-def run_method(name: str, overrides: Mapping[str, Any], common: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
+def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
     """Train one method, pick its image score on the validation split, and evaluate the test split.
 
     Choosing the score on validation (METHOD.md §4: "the default is the one that measures best on validation")
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     common: dict[str, Any] = {"bundle_root": args.bundle_root, "seed": args.seed}
     if args.max_epochs is not None:
         common["max_epochs"] = args.max_epochs
-    results = {name: run_method(name, METHODS[name], common, CONFIG_DIR) for name in args.methods}
+    results = {name: run_method(METHODS[name], common, CONFIG_DIR) for name in args.methods}
     output = Path(args.output) if args.output else Path(args.bundle_root) / "eval" / "comparison.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"seed": args.seed, "score": args.score, "results": results}, output)

@@ -34,7 +34,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata saved with a checkpoint: ``network_args``, ``ehr_groups``, ``image_size``, …"""
-    metadata = read_checkpoint(path).get("metadata", {})
+    return _metadata(read_checkpoint(path), Path(path))
+
+
+def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    metadata = checkpoint.get("metadata", {})
     if "network_args" not in metadata:
         raise ValueError(f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle")
     return metadata
@@ -43,7 +47,7 @@ def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
 def network_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Diff3MUNet:
     """Rebuild the trained ``Diff3MUNet`` from the checkpoint's stored constructor arguments and load its weights."""
     checkpoint = read_checkpoint(path, map_location)
-    network = Diff3MUNet(**checkpoint_metadata(path)["network_args"])
+    network = Diff3MUNet(**_metadata(checkpoint, Path(path))["network_args"])
     load_state_dict_explained(network, checkpoint["network"], Path(path))
     return network
 
@@ -63,10 +67,10 @@ def load_state_dict_explained(
     except RuntimeError as error:  # same keys, different shapes
         raise ValueError(f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}") from error
     missing = [key for key in mismatch.missing_keys if not key.startswith(ignore_missing)]
-    explain_mismatch(path, network, missing, mismatch.unexpected_keys)
+    _explain_mismatch(path, network, missing, mismatch.unexpected_keys)
 
 
-def explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], unexpected: list[str]) -> None:
+def _explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], unexpected: list[str]) -> None:
     """Raise a ``ValueError`` saying which setting (PCM, IECA mode, architecture) the checkpoint was trained with."""
     if not missing and not unexpected:
         return

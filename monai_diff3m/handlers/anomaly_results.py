@@ -10,7 +10,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
 from ignite.engine import Engine, Events
 from matplotlib import colormaps
 from PIL import Image
@@ -85,13 +84,14 @@ class AnomalyResultWriter:
         attention = None if attention is None else attention.float().cpu().numpy()
         for index, source in enumerate(output["source"]):
             record = self.records.get(str(source), {})
-            row: dict[str, Any] = {"image": source}
+            image_path = str(record.get("image", source))
+            row: dict[str, Any] = {"image": image_path}
             row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
                 row.update({f"attention[{slot}]": float(attention[index, position]) for position, slot in enumerate(self.slot_names)})
             if self.write_maps:
-                name = self._unique_name(str(source))
+                name = self._unique_name(image_path)
                 affine = output.get("affine")
                 spacing = (1.0, 1.0) if affine is None else tuple(float(affine[index][axis, axis]) for axis in (0, 1))
                 self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
@@ -103,8 +103,8 @@ class AnomalyResultWriter:
                 if "mask" in output:
                     self.masks.append(output["mask"][index, 0].float().cpu().numpy())
 
-    def _unique_name(self, source: str) -> str:
-        stem = Path(source).name.split(".")[0] or "image"
+    def _unique_name(self, image_path: str) -> str:
+        stem = Path(image_path).name.split(".")[0] or "image"
         name, counter = stem, 1
         while name in self._used_names:
             counter += 1

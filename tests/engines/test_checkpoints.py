@@ -1,0 +1,56 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from monai_diff3m.engines import load_network_weights, network_from_checkpoint, start_stage2
+from monai_diff3m.handlers import CheckpointWriter
+from monai_diff3m.networks import Diff3MUNet
+
+ARGS = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5,))
+
+
+def _save(tmp_path, network, **metadata):
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=3))
+    CheckpointWriter(tmp_path, {"network": network}, "model.pt", metadata=metadata)(engine)
+    return tmp_path / "model.pt"
+
+
+def test_network_is_rebuilt_from_the_checkpoint_alone(tmp_path):
+    args = {**ARGS, "ieca_mode": "spatial"}
+    trained = Diff3MUNet(**args)
+    path = _save(tmp_path, trained, network_args=args)
+    rebuilt = network_from_checkpoint(path)
+    assert rebuilt.ieca_mode == "spatial"
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[key], value)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_mismatched_checkpoints_name_the_setting(tmp_path):
+    path = _save(tmp_path, Diff3MUNet(**ARGS, ieca_mode="pooled"))
+    with pytest.raises(ValueError, match="another ieca_mode than this network's 'none'"):
+        load_network_weights(Diff3MUNet(**ARGS, ieca_mode="none"), path)
+    with pytest.raises(ValueError, match="no PCM branches"):
+        load_network_weights(Diff3MUNet(**ARGS, ieca_mode="pooled", use_pcm=True), path)
+    with pytest.raises(ValueError, match="no 'network_args' metadata"):
+        network_from_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="train first"):
+        load_network_weights(Diff3MUNet(**ARGS), tmp_path / "absent.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_network_weights(Diff3MUNet(**ARGS), tmp_path / "junk.pt")
+
+
+def test_stage2_accepts_a_stage1_checkpoint(tmp_path):
+    path = _save(tmp_path, Diff3MUNet(**ARGS, ieca_mode="pooled"))
+    network = start_stage2(Diff3MUNet(**ARGS, ieca_mode="pooled", use_pcm=True), path)
+    assert not any(p.requires_grad for p in network.unet.down_blocks.parameters())
+
+
+def test_best_checkpoint_is_written_only_when_the_metric_improved(tmp_path):
+    writer = CheckpointWriter(tmp_path, {"network": torch.nn.Linear(1, 1)}, "best.pt", only_on_best=True)
+    writer(SimpleNamespace(state=SimpleNamespace(epoch=2, best_metric_epoch=1, best_metric=0.5)))
+    assert not (tmp_path / "best.pt").exists()
+    writer(SimpleNamespace(state=SimpleNamespace(epoch=2, best_metric_epoch=2, best_metric=0.4)))
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["metadata"]["best_metric"] == 0.4
