@@ -40,6 +40,7 @@ from PIL import Image
 from scipy import ndimage
 
 from monai_diff3m.data import schema
+from monai_diff3m.transforms.lung_fields import lung_field_mask
 
 __all__ = [
     "LESION_TYPES",
@@ -412,49 +413,10 @@ def render_case(seed: int, index: int, image_size: int = 64, lesion: str | None 
 # ----------------------------------------------------------------------------------------------------- measuring
 
 
-def _otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Threshold that best separates ``values`` into two classes (Otsu): here lung air versus soft tissue."""
-    counts, edges = np.histogram(values, bins=bins)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    mass_low = np.cumsum(counts * centres)
-    mean_low = mass_low / np.maximum(weight_low, 1)
-    mean_high = (mass_low[-1] - mass_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(centres[np.argmax(between)])
-
-
-_BACKGROUND_LEVEL = 0.03
-"""Films are black (direct exposure) around the patient; lungs stay above this level even in thin patients."""
-
-
-def _border_labels(labels: np.ndarray) -> np.ndarray:
-    return np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-
-
-def _touching_border(mask: np.ndarray) -> np.ndarray:
-    """The connected regions of ``mask`` that touch the image border."""
-    labels, count = ndimage.label(mask)
-    keep = np.isin(np.arange(count + 1), _border_labels(labels))
-    keep[0] = False
-    return keep[labels]
-
-
-def _enclosed_regions(mask: np.ndarray, min_fraction: float) -> np.ndarray:
-    """The connected regions of ``mask`` that do not touch the border and have at least ``min_fraction`` of the
-    largest such region's area: the lung fields, without slivers left along the body's blurred edge."""
-    labels, count = ndimage.label(mask)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(count + 1))
-    sizes[_border_labels(labels)] = 0
-    return (sizes >= max(min_fraction * sizes.max(), 1))[labels]
-
-
 def measure_chest(image: np.ndarray) -> ChestMeasurements:
     """Measure heart width, thoracic width and lung height on a phantom film (uint8 or float in [0, 1]).
 
-    Lungs are the dark regions enclosed by the body; the black air around the patient, and the pixel or two where
-    the body's edge blurs into it, are excluded even where a thin chest wall joins them to a lung. The heart width
+    Lungs come from :func:`monai_diff3m.transforms.lung_fields.lung_field_mask`. The heart width
     is the widest gap between the two lungs in the lower half of the lungs, above the right hemidiaphragm dome
     (below it the lung ends at the diaphragm, not at the heart). These are the measurements a radiologist takes for
     the cardiothoracic ratio. On normal phantoms they recover the rendered heart width with a spread of about 1% at
@@ -468,12 +430,7 @@ def measure_chest(image: np.ndarray) -> ChestMeasurements:
         raise ValueError(f"measure_chest expects a 2-D grayscale image, got shape {image.shape}")
     pixels = image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0)
     height, width = pixels.shape
-    sigma = max(0.5, width / 128.0)
-    smooth = ndimage.gaussian_filter(pixels, sigma=sigma)
-    inside = smooth[smooth > _BACKGROUND_LEVEL]
-    dark = smooth < _otsu_threshold(inside if inside.size else smooth.ravel())
-    outside = ndimage.binary_dilation(_touching_border(smooth < _BACKGROUND_LEVEL), iterations=2 + int(sigma))
-    lungs = _enclosed_regions(dark & ~outside, min_fraction=0.1)
+    lungs = lung_field_mask(pixels)
     rows, cols = np.nonzero(lungs)
     if rows.size == 0:
         raise ValueError("measure_chest found no lung fields (dark regions enclosed by the body)")

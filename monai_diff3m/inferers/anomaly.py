@@ -16,10 +16,11 @@ from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
+from monai_diff3m.transforms.lung_fields import lung_field_mask
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: Image scores of METHOD.md §4, in report order: reference scores first, then ours.
-SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed")
+SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean")
 
 
 def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
@@ -38,8 +39,16 @@ def _minmax(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp_min(1e-8)
 
 
+def lung_masks(twin: torch.Tensor) -> torch.Tensor:
+    """Lung fields of each normal twin (N, 1, H, W) in [−1, 1]; the twin, not the input, so a lesion that fills a
+    lung cannot hide it. An image without detectable lung fields gets an all-True mask (whole-image mean)."""
+    masks = [lung_field_mask(((image[0] + 1.0) / 2.0).float().cpu().numpy()) for image in twin]
+    return torch.stack([torch.from_numpy(mask if mask.any() else ~mask) for mask in masks])[:, None].to(twin.device)
+
+
 def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every image score of ``SCORE_NAMES`` for a batch, each of shape (N,)."""
+    lungs = lung_masks(twin).to(smoothed_map.dtype)
     difference = image - twin
     normalized_difference = _minmax(image) - _minmax(twin)
     flat_smoothed = smoothed_map.flatten(1)
@@ -49,6 +58,7 @@ def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Te
         "max": difference.abs().flatten(1).amax(dim=1),
         "max_normalized": normalized_difference.abs().flatten(1).amax(dim=1),
         "p99_smoothed": torch.quantile(flat_smoothed, 0.99, dim=1),
+        "lung_mean": (smoothed_map * lungs).flatten(1).sum(dim=1) / lungs.flatten(1).sum(dim=1),
     }
 
 

@@ -58,6 +58,7 @@ def test_scores_on_a_hand_made_twin():
     assert scores["mse"].item() == pytest.approx(1 / 16)
     assert scores["max"].item() == pytest.approx(1.0)
     assert scores["max_normalized"].item() == pytest.approx(1.0)
+    assert scores["lung_mean"].item() == pytest.approx(1 / 16)  # no lung field in a flat twin: whole-image mean
 
 
 def test_noise_level_must_be_below_T():
