@@ -1,0 +1,45 @@
+import torch
+from ignite.engine import Engine
+
+from monai_diff3m.handlers.ema import EMAWeights
+
+
+def _network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+
+
+def test_warmup_caps_the_decay_then_reaches_the_reference_decay():
+    ema = EMAWeights(_network(), decay=0.9999, warmup=True)
+    assert ema.current_decay() == 0.1  # (1 + 0) / (10 + 0): the first update nearly copies the weights
+    ema.num_updates = 290  # about the CPU demo's optimiser steps
+    assert abs(ema.current_decay() - 291 / 300) < 1e-12
+    ema.num_updates = 10**6
+    assert ema.current_decay() == 0.9999
+    assert EMAWeights(_network(), decay=0.9999, warmup=False).current_decay() == 0.9999
+
+
+def test_every_iteration_moves_the_average_towards_the_weights_and_copies_buffers():
+    network = _network()
+    ema = EMAWeights(network, decay=0.5, warmup=False)
+    start = ema.ema_network[0].weight.clone()
+    with torch.no_grad():
+        network[0].weight.add_(1.0)
+        network[1].running_mean.fill_(3.0)
+    engine = Engine(lambda engine, batch: None)
+    ema.attach(engine)
+    engine.run([0, 0], max_epochs=1)  # two iterations: ema = start + 1·(1 − 0.5²)
+    assert ema.num_updates == 2
+    assert torch.allclose(ema.ema_network[0].weight, start + 0.75)
+    assert torch.equal(ema.ema_network[1].running_mean, torch.full((2,), 3.0))
+    assert not any(p.requires_grad for p in ema.ema_network.parameters()) and not ema.ema_network.training
+
+
+def test_state_dict_is_a_drop_in_set_of_network_weights():
+    network = _network()
+    ema = EMAWeights(network, decay=0.9)
+    restored = _network()
+    with torch.no_grad():
+        next(restored.parameters()).add_(5.0)
+    restored.load_state_dict(ema.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), network.state_dict().values()))

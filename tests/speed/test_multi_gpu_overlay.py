@@ -1,0 +1,71 @@
+"""The multi-GPU overlay, run as users run it (``torchrun ... -m monai.bundle run training``) with 2 CPU processes.
+
+gloo stands in for NCCL: the overlay only swaps what DDP needs (device per rank, DistributedDataParallel,
+DistributedSampler, rank-0-only logging and checkpoints), and that is backend independent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from monai_diff3m.data.phantoms import ensure_phantom_dataset
+
+from bundle.tiny_bundle import CONFIGS, REPO_ROOT, TINY_NETWORK, TINY_PHANTOMS
+
+TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
+BATCH_SIZE = 16
+
+
+def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path: Path) -> None:
+    overrides = {
+        "bundle_root": str(tmp_path),
+        "ieca_mode": "pooled",
+        "phantoms": TINY_PHANTOMS,
+        "batch_size": BATCH_SIZE,
+        "max_epochs": 2,
+        "val_interval": 2,
+        "use_ema": True,
+        **TINY_NETWORK,
+    }
+    ensure_phantom_dataset(tmp_path / "data" / "phantoms", **TINY_PHANTOMS)  # once, before the two ranks start
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps(overrides))
+    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "training", "--config_file", str(configs), "--args_file", str(args_file),
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+    assert process.returncode == 0, log[-4000:]
+
+    # both processes trained (ignite logs on every rank), each on its half of the data: 48 images -> 3 iterations
+    # of 16 per epoch; the validation loss is averaged over both ranks' shards, so both report the same best value
+    assert len(re.findall(r"SupervisedTrainer - INFO - Engine run finished", log)) == 2, log[-4000:]
+    best_values = re.findall(r"Got new best metric of val_loss: ([0-9.]+)", log)
+    assert len(best_values) == 2 and best_values[0] == best_values[1], log[-4000:]
+    iterations_per_epoch = TRAIN_PER_RANK // BATCH_SIZE
+    assert f"Epoch: 2/2, Iter: {iterations_per_epoch}/{iterations_per_epoch} " in log, log[-4000:]
+    models = tmp_path / "models"
+    last = torch.load(models / "diff3m_pooled_last.pt", weights_only=True)
+    # rank 0 alone writes checkpoints and TensorBoard logs; the weights have no DDP "module." prefix
+    assert sorted(path.name for path in models.glob("*.pt")) == ["diff3m_pooled_best.pt", "diff3m_pooled_last.pt"]
+    assert not list(models.glob(".*tmp*"))
+    assert len(list((tmp_path / "runs").rglob("events.out.tfevents.*"))) == 1
+    assert not any(key.startswith("module.") for key in last["network"]) and "ema_network" in last
+    assert set(last["ema_network"]) == set(last["network"])
