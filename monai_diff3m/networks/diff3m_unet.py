@@ -114,8 +114,11 @@ class Diff3MUNet(nn.Module):
             self.pooled_attention = PooledEHRAttention(self.ehr_group_sizes, token_dim)
             self.condition_projection = nn.Identity() if token_dim == time_embed_dim else nn.Linear(token_dim, time_embed_dim)
             self.condition_norm = nn.LayerNorm(time_embed_dim)
+        # Blocks whose attention over the EHR tokens is read back for attribution (SDPA does not expose the weights).
+        self._attribution_blocks: list[CrossAttentionBlock] = []
         if ieca_mode == "spatial" and not use_flash_attention:
-            for block in self._cross_attention_blocks():
+            self._attribution_blocks = [module for module in self.unet.modules() if isinstance(module, CrossAttentionBlock)]
+            for block in self._attribution_blocks:
                 block.save_attn = True
         if use_pcm:
             decoder_donor = DiffusionModelUNet(**{**unet_kwargs, "out_channels": in_channels})
@@ -126,9 +129,6 @@ class Diff3MUNet(nn.Module):
             self.pcm_decoder = nn.ModuleDict(
                 {"middle_block": decoder_donor.middle_block, "up_blocks": decoder_donor.up_blocks, "out": decoder_donor.out}
             )
-
-    def _cross_attention_blocks(self) -> list[CrossAttentionBlock]:
-        return [module for module in self.unet.modules() if isinstance(module, CrossAttentionBlock)]
 
     def forward(
         self,
@@ -164,17 +164,13 @@ class Diff3MUNet(nn.Module):
         unet = self.unet
         noise = _unet_pass(x, unet.conv_in, unet.down_blocks, unet.middle_block, unet.up_blocks, unet.out,
                            time_embedding, decoder_embedding, context)
-        if self.ieca_mode == "spatial" and self.unet.attention_levels and not self._uses_flash_attention():
-            attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._cross_attention_blocks()]).mean(dim=0)
+        if self._attribution_blocks:
+            attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._attribution_blocks]).mean(dim=0)
 
         reconstruction = None
         if self.use_pcm:
             reconstruction = self._checkerboard_reconstruction(x, timesteps, time_embedding, decoder_embedding, context)
         return Diff3MOutput(noise, reconstruction, attention)
-
-    def _uses_flash_attention(self) -> bool:
-        blocks = self._cross_attention_blocks()
-        return not blocks or blocks[0].use_flash_attention
 
     def _image_query(self, x0: torch.Tensor) -> torch.Tensor:
         """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the biases)."""

@@ -33,6 +33,8 @@ EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
     ),
     "measurements": schema.MIMIC_EHR_COLUMNS,
 }
+#: One-hot fields and their categories; every other field is one numeric slot.
+_VOCABULARIES: dict[str, tuple[str, ...]] = {schema.SEX: schema.SEX_VALUES, schema.VIEW: schema.VIEW_VALUES}
 _GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "demographics": (schema.AGE, schema.SEX, schema.VIEW),
     "measurements": schema.MIMIC_EHR_COLUMNS,
@@ -183,12 +185,9 @@ class EncodeEHRd(MapTransform):
         if _is_missing(value):
             if column in self.required:
                 raise EHRValueError(f"{_record_name(record)}: required EHR field {column!r} is missing (NaN/empty)")
-            width = len(schema.SEX_VALUES) if column == schema.SEX else len(schema.VIEW_VALUES) if column == schema.VIEW else 1
-            return [0.0] * width, True
-        if column == schema.SEX:
-            return self._one_hot(column, value, schema.SEX_VALUES, record), False
-        if column == schema.VIEW:
-            return self._one_hot(column, value, schema.VIEW_VALUES, record), False
+            return [0.0] * len(_VOCABULARIES.get(column, (column,))), True
+        if column in _VOCABULARIES:
+            return self._one_hot(column, value, _VOCABULARIES[column], record), False
         number = _to_float(value, column, record)
         if column == schema.AGE:
             if not 0.0 <= number <= schema.MAX_AGE_YEARS:
