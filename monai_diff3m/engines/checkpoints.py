@@ -18,13 +18,17 @@ PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
 _EHR_PREFIXES = ("ehr_tokenizer.", "image_encoder.", "image_query.", "pooled_attention.", "condition_")
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict, with a clear error when the file is missing or not a checkpoint."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict, with a clear error when the file is missing or not a checkpoint.
+
+    ``mmap=True`` maps the tensors instead of reading them: for the metadata alone, a 114M-parameter checkpoint
+    costs a few milliseconds instead of reading half a gigabyte.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
         raise ValueError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or "network" not in checkpoint:
@@ -33,8 +37,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata saved with a checkpoint: ``network_args``, ``ehr_groups``, ``image_size``, …"""
-    return _metadata(read_checkpoint(path), Path(path))
+    """The metadata saved with a checkpoint: ``network_args``, ``ehr_groups``, ``image_size``, … (weights not read)."""
+    return _metadata(read_checkpoint(path, mmap=True), Path(path))
 
 
 def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class EMAWeights:
         self.num_updates += 1
 
     def __call__(self, engine: Engine) -> None:
+        """Update after the trainer's iteration n, which is the n-th update: the trainer's iteration is restored on
+        resume (the EMA weights are too, through the checkpoint), so the warm-up continues where it stopped."""
+        self.num_updates = engine.state.iteration - 1
         self.update()
 
     def state_dict(self) -> dict[str, Any]:

@@ -43,3 +43,15 @@ def test_state_dict_is_a_drop_in_set_of_network_weights():
         next(restored.parameters()).add_(5.0)
     restored.load_state_dict(ema.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), network.state_dict().values()))
+
+
+def test_a_resumed_trainer_continues_the_warm_up_instead_of_restarting_it():
+    ema = EMAWeights(_network(), decay=0.9999, warmup=True)
+    engine = Engine(lambda engine, batch: None)
+    ema.attach(engine)
+    engine.state.iteration = 290  # what ResumeFromCheckpoint restores after 290 steps
+    engine.state.epoch = 10
+    engine.state.epoch_length = 29
+    engine.run([0] * 29, max_epochs=11)  # one more epoch: updates 291 to 319
+    assert ema.num_updates == 319
+    assert abs(ema.current_decay() - 320 / 329) < 1e-12  # a fresh counter would be at (1 + 29) / (10 + 29)
