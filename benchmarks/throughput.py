@@ -5,7 +5,8 @@ Two settings, each at two network sizes (``--sizes``):
 - ``reference`` (the authors' code): fp32, batch 1, scoring by DDIM inversion with every timestep to L = 400 and
   back (800 network evaluations per image);
 - ``defaults`` (this project's ``train.json`` / ``inference.json``): batch 16, bf16 autocast on CUDA (fp32 on CPU,
-  where bf16 is slower), fused AdamW on CUDA, stochastic noising to L = 250 and 10 DDIM steps back.
+  where bf16 is slower), fused AdamW on CUDA, and ``inference.json``'s scoring schedule (read from the file; chosen
+  by ``python -m monai_diff3m.scoring_study``).
 
 Both settings use the same network (``--ieca-mode``, default the project's ``spatial``), so their ratio measures
 the speed settings alone. Every network evaluation of a scoring run costs the same whatever the stride, so a long
@@ -38,7 +39,7 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.engines import Diff3MLoss, Diff3MTrainingStep
-from monai_diff3m.inferers import Diff3MAnomalyInferer
+from monai_diff3m.inferers import REFERENCE_SCHEDULE, Diff3MAnomalyInferer, ScoringSchedule
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.transforms import ehr_group_sizes
@@ -51,6 +52,7 @@ SIZES: dict[str, dict[str, Any]] = {
                   "attention_levels": (False, False, False, False, True, False), "num_res_blocks": 2, "num_head_channels": 512},
 }
 EHR_GROUPS = ["demographics", "measurements"]
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
 
 
 @dataclass(frozen=True)
@@ -60,21 +62,19 @@ class Setting:
     name: str
     batch_size: int
     amp: bool
-    noising: str
-    noise_level: int
-    num_steps: int | None  # None: every timestep, as the reference
+    schedule: ScoringSchedule
+
+
+def bundle_schedule() -> ScoringSchedule:
+    """The scoring schedule ``inference.json`` (and through it ``evaluate.json``) uses by default."""
+    config = json.loads((CONFIG_DIR / "inference.json").read_text())
+    return ScoringSchedule(config["noising"], config["noise_level"], config["num_inference_steps"])
 
 
 def settings(device: torch.device) -> tuple[Setting, Setting]:
-    reference = Setting("reference", 1, False, "ddim_inversion", 400, None)
-    defaults = Setting("defaults", 16, device.type == "cuda", "stochastic", 250, 10)
+    reference = Setting("reference", 1, False, REFERENCE_SCHEDULE)
+    defaults = Setting("defaults", 16, device.type == "cuda", bundle_schedule())
     return reference, defaults
-
-
-def evaluations_per_image(setting: Setting) -> int:
-    """Network evaluations of one scoring pass: K steps down, plus K up for DDIM inversion."""
-    steps = setting.noise_level if setting.num_steps is None else setting.num_steps
-    return steps * (2 if setting.noising == "ddim_inversion" else 1)
 
 
 def build_network(size: str, ieca_mode: str, device: torch.device) -> Diff3MUNet:
@@ -132,16 +132,17 @@ def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, ima
 def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, max_evaluations: int,
                     device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
     """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shortened and extrapolated."""
-    full = evaluations_per_image(setting)
-    per_direction = 2 if setting.noising == "ddim_inversion" else 1
+    schedule = setting.schedule
+    full = schedule.evaluations
+    per_direction = 2 if schedule.noising == "ddim_inversion" else 1
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
-    inferer = Diff3MAnomalyInferer(scheduler, noise_level=setting.noise_level, num_steps=steps, noising=setting.noising)
+    inferer = Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising)
     batch = random_batch(batch_size, image_size, device)
     network.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.amp):
         _reset_peak(device)
-        Diff3MAnomalyInferer(scheduler, noise_level=setting.noise_level, num_steps=1, noising=setting.noising)(
+        Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=1, noising=schedule.noising)(
             batch["image"], network, batch["ehr"], batch["ehr_missing"])  # warm-up
         _synchronize(device)
         start = time.perf_counter()

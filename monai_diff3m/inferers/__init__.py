@@ -1,1 +1,9 @@
-from monai_diff3m.inferers.anomaly import NOISING_MODES, SCORE_NAMES, Diff3MAnomalyInferer, ddim_timesteps, image_scores
+from monai_diff3m.inferers.anomaly import (
+    NOISING_MODES,
+    REFERENCE_SCHEDULE,
+    SCORE_NAMES,
+    Diff3MAnomalyInferer,
+    ScoringSchedule,
+    ddim_timesteps,
+    image_scores,
+)

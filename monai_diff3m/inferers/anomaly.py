@@ -8,6 +8,7 @@ evaluations and erases small lesions more reliably. Both denoise with determinis
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,29 @@ from monai_diff3m.transforms.lung_fields import lung_field_mask
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: Image scores of METHOD.md §4, in report order: reference scores first, then ours.
 SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean")
+
+
+@dataclass(frozen=True)
+class ScoringSchedule:
+    """How an image is noised and denoised; ``num_steps=None`` takes every timestep between 0 and L."""
+
+    noising: str
+    noise_level: int
+    num_steps: int | None
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per image: the denoising steps, twice for DDIM inversion (up, then down)."""
+        steps = self.noise_level if self.num_steps is None else self.num_steps
+        return steps * (2 if self.noising == "ddim_inversion" else 1)
+
+    @property
+    def name(self) -> str:
+        return f"{self.noising} L={self.noise_level} steps={'full' if self.num_steps is None else self.num_steps}"
+
+
+#: The authors' scoring: DDIM inversion with every timestep to L = 400 and back (800 evaluations per image).
+REFERENCE_SCHEDULE = ScoringSchedule("ddim_inversion", 400, None)
 
 
 def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
