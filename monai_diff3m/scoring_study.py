@@ -169,6 +169,20 @@ def study_table(results: Sequence[Mapping[str, Any]], score: str, best: Mapping[
     return "\n".join(lines)
 
 
+def auroc_grid(results: Sequence[Mapping[str, Any]], score: str) -> str:
+    """A Markdown grid of AUROC, one row per (noising, L) and one column per step count, ``-`` where not scored."""
+    columns = sorted({r["num_steps"] for r in results if r["num_steps"] is not None}) + [None]
+    rows = sorted({(r["noising"], r["noise_level"]) for r in results})
+    auroc = {(r["noising"], r["noise_level"], r["num_steps"]): r["scores"][score]["auroc"] for r in results}
+    header = " | ".join(FULL if steps is None else str(steps) for steps in columns)
+    lines = [f"| {score} AUROC | {header} |", "|---" * (len(columns) + 1) + "|"]
+    for noising, level in rows:
+        cells = [auroc.get((noising, level, steps)) for steps in columns]
+        text = " | ".join("-" if value is None else f"{value:.3f}" for value in cells)
+        lines.append(f"| {noising} L={level} | {text} |")
+    return "\n".join(lines)
+
+
 def _previous_results(output: Path, identity: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Results of an earlier run with the same checkpoint, split and seed, so that it can be resumed."""
     if not output.exists():
@@ -235,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     write_json_atomic(summary, output)
     print(f"\n{split_csv}: {summary['n']} images ({summary['n_abnormal']} abnormal), device {data.device}, score {args.score}")
+    print(auroc_grid(results, args.score))
+    print()
     print(study_table(results, args.score, best, chosen))
     print(f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
           f"{chosen['name']}; bundle default: {data.default.name}")

@@ -3,7 +3,7 @@ import argparse
 import pytest
 
 from monai_diff3m.inferers import REFERENCE_SCHEDULE, ScoringSchedule
-from monai_diff3m.scoring_study import parse_steps, recommend, schedule_grid
+from monai_diff3m.scoring_study import auroc_grid, parse_steps, recommend, schedule_grid
 
 
 def _result(name: str, evaluations: int, auroc: float) -> dict:
@@ -44,3 +44,15 @@ def test_equal_cost_ties_go_to_the_higher_auroc_and_nothing_scored_is_an_error()
     assert chosen["name"] == "high"
     with pytest.raises(ValueError, match="no schedule has been scored"):
         recommend([], "lung_mean", tolerance=0.005)
+
+
+def test_auroc_grid_has_a_row_per_noise_level_and_a_column_per_step_count():
+    results = [
+        {"noising": "stochastic", "noise_level": 50, "num_steps": 5, "scores": {"lung_mean": {"auroc": 0.843}}},
+        {"noising": "stochastic", "noise_level": 50, "num_steps": None, "scores": {"lung_mean": {"auroc": 0.847}}},
+        {"noising": "stochastic", "noise_level": 250, "num_steps": 10, "scores": {"lung_mean": {"auroc": 0.741}}},
+    ]
+    lines = auroc_grid(results, "lung_mean").splitlines()
+    assert lines[0] == "| lung_mean AUROC | 5 | 10 | full |"
+    assert lines[2] == "| stochastic L=50 | 0.843 | - | 0.847 |"
+    assert lines[3] == "| stochastic L=250 | - | 0.741 | - |"
