@@ -7,18 +7,19 @@ by default, so that choosing does not touch the test split) with every schedule 
 - per schedule: network evaluations per image, wall time and images/s on this device, AUROC with its 95 %
   bootstrap interval and AUPRC, for every image score of ``SCORE_NAMES``;
 - the best schedule for ``--score`` and the *recommended* one: the fewest evaluations per image whose AUROC is
-  within ``--tolerance`` (0.005) of the best, next to the bundle's current default (``evaluate.json``).
+  within ``--tolerance`` (0.005) of the best, next to the bundle's current default (``inference.json``, which ``evaluate.json`` follows).
 
 Every schedule scores the same preprocessed images with the same seeded noise, so differences between rows are
-paired. Results are written after every schedule (``--output``), and a rerun with the same checkpoint and split
-skips the schedules already scored, so a long grid (the reference's 800 evaluations per image) can be stopped
+paired. Results are written after every schedule (``--output``), and a rerun with the same checkpoint, split and
+seed skips the schedules already scored, so a long grid (the reference's 800 evaluations per image) can be stopped
 and resumed. Run from the repository root (the bundle configs refer to each other by repository paths)::
 
     python -m monai_diff3m.scoring_study [--noise-levels 25 50 100 150 250 400] [--steps 5 10 25 50 100 full]
         [--noising stochastic ddim_inversion] [--with-reference] [--split valid] [--score lung_mean]
 
 Without a checkpoint at ``<bundle-root>/models/diff3m_<ieca-mode>_best.pt`` it first trains one with
-``train.json`` (as the main job does, on the phantoms by default).
+``train.json`` (as the main job does, on the phantoms by default); ``--use-pcm`` studies the stage-2 checkpoint,
+which must exist.
 """
 
 from __future__ import annotations
@@ -97,11 +98,13 @@ class ScoringData:
     checkpoint: str
 
 
-def load_scoring_data(bundle_root: str, ieca_mode: str, split_csv: str, config_dir: Path = CONFIG_DIR) -> ScoringData:
+def load_scoring_data(
+    bundle_root: str, ieca_mode: str, split_csv: str, use_pcm: bool = False, config_dir: Path = CONFIG_DIR
+) -> ScoringData:
     """Parse ``evaluate.json`` for ``split_csv`` and return its network, scheduler, batches and labels."""
     parser = ConfigParser()
     parser.read_config(str(config_dir / "evaluate.json"))
-    parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "test_csv": split_csv})
+    parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": use_pcm, "test_csv": split_csv})
     records = {str(record["source"]): record for record in parser.get_parsed_content("records")}
     batches = list(parser.get_parsed_content("dataloader"))
     sources = [source for batch in batches for source in batch["source"]]
@@ -113,7 +116,7 @@ def load_scoring_data(bundle_root: str, ieca_mode: str, split_csv: str, config_d
         device=parser.get_parsed_content("device"),
         amp=bool(parser.get_parsed_content("amp")),
         smoothing_sigma=float(parser.get_parsed_content("smoothing_sigma")),
-        use_pcm=bool(parser.get_parsed_content("use_pcm")),
+        use_pcm=use_pcm,
         default=ScoringSchedule(*(parser.get_parsed_content(key) for key in ("noising", "noise_level", "num_inference_steps"))),
         checkpoint=str(parser.get_parsed_content("checkpoint")),
     )
@@ -184,7 +187,7 @@ def auroc_grid(results: Sequence[Mapping[str, Any]], score: str) -> str:
 
 
 def _previous_results(output: Path, identity: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Results of an earlier run with the same checkpoint, split and seed, so that it can be resumed."""
+    """Results of an earlier run with the same checkpoint (path and modification time), split and seed, to resume."""
     if not output.exists():
         return []
     previous = json.loads(output.read_text())
@@ -194,7 +197,7 @@ def _previous_results(output: Path, identity: Mapping[str, Any]) -> list[dict[st
 
 
 def ensure_checkpoint(bundle_root: str, ieca_mode: str, seed: int, config_dir: Path = CONFIG_DIR) -> Path:
-    """The model to study; trained with ``train.json`` first when the bundle has none."""
+    """The stage-1 model to study; trained with ``train.json`` first when the bundle has none."""
     checkpoint = Path(bundle_root) / "models" / f"diff3m_{ieca_mode}_best.pt"
     if not checkpoint.exists():
         logging.getLogger(__name__).info("no %s: training one with train.json", checkpoint)
@@ -206,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle-root", default="bundles/diff3m", help="bundle folder with data/, models/ and eval/")
     parser.add_argument("--ieca-mode", default="spatial", choices=["pooled", "spatial", "none"])
+    parser.add_argument("--use-pcm", action="store_true", help="study the stage-2 (PCM) checkpoint; train it first")
     parser.add_argument("--split", default="valid", help="phantom split to score (valid or test) when --csv is not given")
     parser.add_argument("--csv", default=None, help="labelled dataset CSV to score instead of a phantom split")
     parser.add_argument("--noise-levels", type=int, nargs="+", default=[25, 50, 100, 150, 250, 400])
@@ -220,15 +224,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", default=None, help="JSON file (default: <bundle-root>/eval/scoring_study_<split>.json)")
     args = parser.parse_args(argv)
 
-    ensure_checkpoint(args.bundle_root, args.ieca_mode, args.seed)
+    if not args.use_pcm:
+        ensure_checkpoint(args.bundle_root, args.ieca_mode, args.seed)
     split_csv = args.csv or str(Path(args.bundle_root) / "data" / "phantoms" / f"{args.split}.csv")
-    data = load_scoring_data(args.bundle_root, args.ieca_mode, split_csv)
+    data = load_scoring_data(args.bundle_root, args.ieca_mode, split_csv, args.use_pcm)
     schedules = schedule_grid(args.noise_levels, args.steps, args.noising)
     if args.with_reference:
         schedules.append(REFERENCE_SCHEDULE)
     output = Path(args.output) if args.output else Path(args.bundle_root) / "eval" / f"scoring_study_{Path(split_csv).stem}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    identity = {"checkpoint": data.checkpoint, "split_csv": split_csv, "seed": args.seed}
+    # the modification time tells a retrained checkpoint at the same path from the one already studied
+    checkpoint_modified = Path(data.checkpoint).stat().st_mtime_ns
+    identity = {"checkpoint": data.checkpoint, "checkpoint_modified": checkpoint_modified, "split_csv": split_csv, "seed": args.seed}
     results = _previous_results(output, identity)
     done = {result["name"] for result in results}
     log = logging.getLogger(__name__)

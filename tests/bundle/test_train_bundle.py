@@ -1,7 +1,8 @@
 import json
 
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import DataLoader, ThreadDataLoader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tiny_bundle import CONFIGS, tiny_overrides
@@ -44,3 +45,15 @@ def test_stage_two_starts_from_stage_one_with_frozen_encoder(trained_bundle):
     trained = [key for key in stage1 if key.startswith("unet.up_blocks") and key.endswith("weight")]
     assert any(not torch.equal(stage1[key], stage2[key]) for key in trained)
     assert any(key.startswith("pcm_encoders.1.down_blocks") for key in stage2)
+
+
+def test_thread_loader_switch_picks_the_training_and_validation_loaders(tmp_path):
+    (tmp_path / "models").mkdir()  # made by the training run's initialize step, which this test does not run
+    loaders = {}
+    for switch in (True, False):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        parser.update({**tiny_overrides(tmp_path), "thread_loader": switch})
+        loaders[switch] = [type(parser.get_parsed_content(f"{part}#dataloader")) for part in ("train", "validate")]
+    assert loaders[True] == [ThreadDataLoader, ThreadDataLoader]
+    assert loaders[False] == [DataLoader, DataLoader]  # the CPU default: a collation thread would compete with compute
