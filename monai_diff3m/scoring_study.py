@@ -7,7 +7,8 @@ by default, so that choosing does not touch the test split) with every schedule 
 - per schedule: network evaluations per image, wall time and images/s on this device, AUROC with its 95 %
   bootstrap interval and AUPRC, for every image score of ``SCORE_NAMES``;
 - the best schedule for ``--score`` and the *recommended* one: the fewest evaluations per image whose AUROC is
-  within ``--tolerance`` (0.005) of the best, next to the bundle's current default (``inference.json``, which ``evaluate.json`` follows).
+  within ``--tolerance`` (0.005) of the best, next to the bundle's current default (``inference.json``, which
+  ``evaluate.json`` follows).
 
 Every schedule scores the same preprocessed images with the same seeded noise, so differences between rows are
 paired. Results are written after every schedule (``--output``), and a rerun with the same checkpoint, split and
