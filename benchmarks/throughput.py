@@ -134,7 +134,7 @@ def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, imag
     """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shortened and extrapolated."""
     schedule = setting.schedule
     full = schedule.evaluations
-    per_direction = 2 if schedule.noising == "ddim_inversion" else 1
+    per_direction = full // schedule.steps  # 2 for DDIM inversion (up and down), else 1
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
     inferer = Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising)

@@ -40,21 +40,27 @@ import torch
 from monai.bundle import ConfigParser, run
 
 from monai_diff3m.engines.diffusion_steps import prepare_diff3m_batch
-from monai_diff3m.inferers.anomaly import NOISING_MODES, REFERENCE_SCHEDULE, SCORE_NAMES, Diff3MAnomalyInferer, ScoringSchedule
+from monai_diff3m.inferers.anomaly import (
+    FULL_SCHEDULE,
+    NOISING_MODES,
+    REFERENCE_SCHEDULE,
+    SCORE_NAMES,
+    Diff3MAnomalyInferer,
+    ScoringSchedule,
+)
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, bootstrap_interval, image_metrics
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
-FULL = "full"
 
 
 def parse_steps(value: str) -> int | None:
     """``"full"`` (every timestep) or a positive step count, for argparse."""
-    if value == FULL:
+    if value == FULL_SCHEDULE:
         return None
     steps = int(value)
     if steps < 1:
-        raise argparse.ArgumentTypeError(f"steps must be a positive integer or {FULL!r}, got {value!r}")
+        raise argparse.ArgumentTypeError(f"steps must be a positive integer or {FULL_SCHEDULE!r}, got {value!r}")
     return steps
 
 
@@ -178,7 +184,7 @@ def auroc_grid(results: Sequence[Mapping[str, Any]], score: str) -> str:
     columns = sorted({r["num_steps"] for r in results if r["num_steps"] is not None}) + [None]
     rows = sorted({(r["noising"], r["noise_level"]) for r in results})
     auroc = {(r["noising"], r["noise_level"], r["num_steps"]): r["scores"][score]["auroc"] for r in results}
-    header = " | ".join(FULL if steps is None else str(steps) for steps in columns)
+    header = " | ".join(FULL_SCHEDULE if steps is None else str(steps) for steps in columns)
     lines = [f"| {score} AUROC | {header} |", "|---" * (len(columns) + 1) + "|"]
     for noising, level in rows:
         cells = [auroc.get((noising, level, steps)) for steps in columns]
@@ -215,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--csv", default=None, help="labelled dataset CSV to score instead of a phantom split")
     parser.add_argument("--noise-levels", type=int, nargs="+", default=[25, 50, 100, 150, 250, 400])
     parser.add_argument("--steps", type=parse_steps, nargs="+", default=[5, 10, 25, 50, 100, None],
-                        help=f"DDIM step counts; {FULL!r} = every timestep from L down to 0")
+                        help=f"DDIM step counts; {FULL_SCHEDULE!r} = every timestep from L down to 0")
     parser.add_argument("--noising", nargs="+", default=["stochastic"], choices=list(NOISING_MODES))
     parser.add_argument("--with-reference", action="store_true",
                         help=f"also score the reference schedule ({REFERENCE_SCHEDULE.name}, {REFERENCE_SCHEDULE.evaluations} evaluations per image)")

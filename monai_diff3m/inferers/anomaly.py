@@ -24,6 +24,10 @@ NOISING_MODES = ("ddim_inversion", "stochastic")
 SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean")
 
 
+#: How a schedule with every timestep between 0 and L is named (``num_steps=None``).
+FULL_SCHEDULE = "full"
+
+
 @dataclass(frozen=True)
 class ScoringSchedule:
     """How an image is noised and denoised; ``num_steps=None`` takes every timestep between 0 and L."""
@@ -33,14 +37,18 @@ class ScoringSchedule:
     num_steps: int | None
 
     @property
+    def steps(self) -> int:
+        """DDIM steps between 0 and L: ``num_steps``, or L for the full schedule."""
+        return self.noise_level if self.num_steps is None else self.num_steps
+
+    @property
     def evaluations(self) -> int:
         """Network evaluations per image: the denoising steps, twice for DDIM inversion (up, then down)."""
-        steps = self.noise_level if self.num_steps is None else self.num_steps
-        return steps * (2 if self.noising == "ddim_inversion" else 1)
+        return self.steps * (2 if self.noising == "ddim_inversion" else 1)
 
     @property
     def name(self) -> str:
-        return f"{self.noising} L={self.noise_level} steps={'full' if self.num_steps is None else self.num_steps}"
+        return f"{self.noising} L={self.noise_level} steps={FULL_SCHEDULE if self.num_steps is None else self.num_steps}"
 
 
 #: The authors' scoring: DDIM inversion with every timestep to L = 400 and back (800 evaluations per image).
