@@ -204,8 +204,11 @@ def _previous_results(output: Path, identity: Mapping[str, Any]) -> list[dict[st
 
 
 def ensure_checkpoint(bundle_root: str, ieca_mode: str, seed: int, config_dir: Path = CONFIG_DIR) -> Path:
-    """The stage-1 model to study; trained with ``train.json`` first when the bundle has none."""
-    checkpoint = Path(bundle_root) / "models" / f"diff3m_{ieca_mode}_best.pt"
+    """The stage-1 model to study (the path ``evaluate.json`` scores); trained with ``train.json`` when missing."""
+    parser = ConfigParser()
+    parser.read_config(str(config_dir / "evaluate.json"))
+    parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": False})
+    checkpoint = Path(parser.get_parsed_content("checkpoint"))
     if not checkpoint.exists():
         logging.getLogger(__name__).info("no %s: training one with train.json", checkpoint)
         run("training", config_file=str(config_dir / "train.json"), bundle_root=bundle_root, ieca_mode=ieca_mode, seed=seed)
@@ -243,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # the modification time tells a retrained checkpoint at the same path from the one already studied
     checkpoint_modified = Path(data.checkpoint).stat().st_mtime_ns
     identity = {"checkpoint": data.checkpoint, "checkpoint_modified": checkpoint_modified, "split_csv": split_csv, "seed": args.seed}
+    header = {**identity, "device": str(data.device), "torch": torch.__version__}
     results = _previous_results(output, identity)
     done = {result["name"] for result in results}
     log = logging.getLogger(__name__)
@@ -254,10 +258,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         done.add(schedule.name)
         log.info("%s: %d evaluations/image, %.1f s, %s AUROC %.3f", schedule.name, schedule.evaluations,
                  result["seconds"], args.score, result["scores"][args.score]["auroc"])
-        write_json_atomic({**identity, "device": str(data.device), "torch": torch.__version__, "results": results}, output)
+        write_json_atomic({**header, "results": results}, output)
     best, chosen = recommend(results, args.score, args.tolerance)
     summary = {
-        **identity, "device": str(data.device), "torch": torch.__version__,
+        **header,
         "n": int(data.labels.size), "n_abnormal": int(data.labels.sum()), "score": args.score, "tolerance": args.tolerance,
         "best": best["name"], "recommended": chosen["name"], "bundle_default": data.default.name, "results": results,
     }
