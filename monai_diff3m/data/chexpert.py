@@ -91,16 +91,10 @@ def read_dataset_csv(
 
 
 def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:
-    """CheXpert marks normals with ``No Finding == 1`` and leaves it blank otherwise: blank means abnormal."""
-    if no_finding is None or (isinstance(no_finding, float) and math.isnan(no_finding)):
-        return 1
     try:
-        value = float(no_finding)
-    except (TypeError, ValueError) as error:
-        raise DatasetCSVError(
-            f"{csv_path} row {row_number}: column {schema.NO_FINDING!r} must be 1, 0 or blank, got {no_finding!r}"
-        ) from error
-    return 0 if value == 1.0 else 1
+        return schema.anomaly_label(no_finding)
+    except ValueError as error:
+        raise DatasetCSVError(f"{csv_path} row {row_number}: {error}") from error
 
 
 _SCHEMA_COLUMNS = frozenset(

@@ -8,6 +8,9 @@ the MIMIC-IV ``omr`` measurements in their native units.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 PATH = "Path"
 SEX = "Sex"
 AGE = "Age"
@@ -31,6 +34,25 @@ WEIGHT = "Weight"
 MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
+
+
+def anomaly_label(no_finding: Any) -> int:
+    """1 (abnormal) or 0 (normal) from a ``No Finding`` cell: CheXpert writes 1 for normals and leaves the cell
+    blank for every other study, so blank and 0 are abnormal. Any other value raises ``ValueError``.
+
+    The one rule for labels: the dataset reader, the evaluation metrics and the studies all call it.
+    """
+    if no_finding is None or (isinstance(no_finding, str) and not no_finding.strip()):
+        return 1
+    try:
+        value = float(no_finding)
+    except (TypeError, ValueError):
+        value = math.inf
+    if math.isnan(value):
+        return 1
+    if value not in (0.0, 1.0):
+        raise ValueError(f"column {NO_FINDING!r} must be 1 (normal), 0 or blank (abnormal), got {no_finding!r}")
+    return 0 if value == 1.0 else 1
 
 #: Oldest plausible age in years; larger values are data-entry errors, rejected rather than silently encoded.
 MAX_AGE_YEARS = 120.0

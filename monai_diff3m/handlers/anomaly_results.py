@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from monai_diff3m.data import schema
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_csv_atomic, write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import evaluate_table, pixel_metrics
+from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics
 from monai_diff3m.metrics.plots import save_roc_pr_curves
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class AnomalyEvaluationHandler:
             metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
         self.metrics = metrics
         write_json_atomic(metrics, self.output_dir / "metrics.json")
-        labels = (table[schema.NO_FINDING].astype(float) != 1.0).astype(int).to_numpy()
+        labels = abnormal_labels(table)
         save_roc_pr_curves(labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / "roc_pr_curves.png")
         if self.summary_writer is not None:
             for name, values in metrics["scores"].items():

@@ -84,23 +84,36 @@ def validate_labels_scores(labels, scores, name: str = "scores") -> tuple[np.nda
 def abnormal_labels(table: pd.DataFrame, label_column: str = schema.NO_FINDING) -> np.ndarray:
     """Return 1 = abnormal / 0 = normal labels from a table column.
 
-    :data:`schema.NO_FINDING` is 1 for *normal* studies (CheXpert convention), so it is inverted; any other column
-    is read as already meaning 1 = abnormal (e.g. the phantom generator's lesion flag).
+    :data:`schema.NO_FINDING` follows the dataset reader's rule (:func:`schema.anomaly_label`: 1 normal, 0 or blank
+    abnormal, as CheXpert writes it); any other column is read as already meaning 1 = abnormal (e.g. the phantom
+    generator's lesion flag) and must hold 0/1 in every row.
 
     Raises:
-        ValueError: the column is missing or holds values other than 0/1 (blank and -1 "uncertain" included).
+        ValueError: the column is missing or holds other values; the message counts and shows them.
     """
     if label_column not in table.columns:
         raise ValueError(f"label column {label_column!r} not in table; columns are {list(table.columns)}")
+    if label_column == schema.NO_FINDING:
+        labels, bad = [], []
+        for value in table[label_column]:
+            try:
+                labels.append(schema.anomaly_label(value))
+            except ValueError:
+                bad.append(str(value))
+        if bad:
+            raise ValueError(
+                f"label column {label_column!r}: expected 1, 0 or blank in every row, {len(bad)} rows are not, "
+                f"e.g. {sorted(set(bad))[:5]}"
+            )
+        return np.asarray(labels, dtype=np.int64)
     values = pd.to_numeric(table[label_column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isin(values, (0.0, 1.0))
-    if bad.any():
-        examples = table[label_column][bad].astype(str).unique()[:5].tolist()
+    bad_rows = ~np.isin(values, (0.0, 1.0))
+    if bad_rows.any():
+        examples = table[label_column][bad_rows].astype(str).unique()[:5].tolist()
         raise ValueError(
-            f"label column {label_column!r}: expected 0/1 in every row, {int(bad.sum())} rows are not, e.g. {examples}"
+            f"label column {label_column!r}: expected 0/1 in every row, {int(bad_rows.sum())} rows are not, e.g. {examples}"
         )
-    labels = values.astype(np.int64)
-    return 1 - labels if label_column == schema.NO_FINDING else labels
+    return values.astype(np.int64)
 
 
 def _best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

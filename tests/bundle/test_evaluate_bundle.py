@@ -56,3 +56,17 @@ def test_trained_model_scores_a_lesion_above_the_same_patient_without_it(trained
         batches[lesion] = inferer(images, network.eval(), ehr)["scores"]["mse"]
     assert (batches["nodule"] > batches[None]).all(), batches
     assert (batches["consolidation"] > batches[None]).all(), batches
+
+
+def test_evaluation_reads_chexpert_blank_no_finding_as_abnormal(trained_bundle, tmp_path):
+    """CheXpert leaves ``No Finding`` blank on abnormal rows; evaluation must score and report them, not die."""
+    phantoms = trained_bundle / "data" / "phantoms"
+    table = pd.read_csv(phantoms / "test.csv")
+    table[schema.NO_FINDING] = table[schema.NO_FINDING].where(table[schema.NO_FINDING] == 1.0)
+    assert table[schema.NO_FINDING].isna().sum() == 24
+    csv = tmp_path / "chexpert_style.csv"
+    table.to_csv(csv, index=False)
+    run_workflow("evaluate.json", "evaluating", scoring_overrides(
+        trained_bundle, test_csv=str(csv), image_root=str(phantoms), output_dir=str(tmp_path / "eval"), **FAST_SCORING))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 48 and metrics["n_abnormal"] == 24

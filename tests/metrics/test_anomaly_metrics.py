@@ -155,10 +155,17 @@ def test_abnormal_labels_inverts_no_finding_only():
     table["lesion"] = [0, 1, 1, 0, 1, 0, 1, 0]
     assert abnormal_labels(table, "lesion").tolist() == [0, 1, 1, 0, 1, 0, 1, 0]
     table.loc[2, schema.NO_FINDING] = -1
-    with pytest.raises(ValueError, match="'No Finding'.*1 rows"):
+    with pytest.raises(ValueError, match=r"'No Finding'.*1 rows.*\['-1'\]"):
         abnormal_labels(table)
     with pytest.raises(ValueError, match="label column 'Finding' not in table"):
         abnormal_labels(table, "Finding")
+
+
+def test_abnormal_labels_reads_blank_no_finding_as_abnormal_like_the_csv_reader():
+    """CheXpert leaves ``No Finding`` blank on abnormal studies; the metrics read it as the dataset reader does."""
+    table = pd.DataFrame({schema.NO_FINDING: [1.0, None, float("nan"), "", 0, "1"]})
+    assert abnormal_labels(table).tolist() == [0, 1, 1, 1, 1, 0]
+    assert [schema.anomaly_label(value) for value in table[schema.NO_FINDING]] == [0, 1, 1, 1, 1, 0]
 
 
 def test_subgroup_metrics_split_counts_and_skips():
