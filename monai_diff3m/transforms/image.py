@@ -24,6 +24,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 from pydicom.pixels import apply_modality_lut
 
+#: Intensity range the diffusion model works in by default (``ScaleIntensityRanged`` maps the loaded [0, 1] to it).
+#: The authors' code feeds [0, 1] (``ToTensor``); the bundles' ``image_range`` switch chooses.
+DIFFUSION_IMAGE_RANGE = (-1.0, 1.0)
+
 #: Suffixes read as DICOM without a content check; other files are DICOM only if they carry the ``DICM`` preamble.
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
