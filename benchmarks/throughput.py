@@ -2,14 +2,16 @@
 
 Two settings, each at two network sizes (``--sizes``):
 
-- ``reference`` (the authors' code): fp32, batch 1, scoring by DDIM inversion with every timestep to L = 400 and
-  back (800 network evaluations per image);
+- ``reference`` (the authors' ``train.sh`` / ``sampling.sh``): fp32, batch 3 per GPU (they ran 8 GPUs, a global
+  batch of 24), scoring by DDIM inversion with every timestep to L = 400 and back as their code indexes it (798
+  network evaluations per image);
 - ``defaults`` (this project's ``train.json`` / ``inference.json``): batch 16, bf16 autocast on CUDA (fp32 on CPU,
   where bf16 is slower), fused AdamW on CUDA, and ``inference.json``'s scoring schedule (read from the file; chosen
   by ``python -m monai_diff3m.scoring_study``).
 
-Both settings use the same network (``--ieca-mode``, default the project's ``spatial``), so their ratio measures
-the speed settings alone. Every network evaluation of a scoring run costs the same whatever the stride, so a long
+Both settings use the same network (``--ieca-mode``, default the project's ``spatial``, without PCM branches), so
+their ratio measures the speed settings alone; the authors' full network (pooled IECA with PCM branches, about 3
+times the cost of one evaluation) is timed by ``benchmarks/gpu_check.sh``, which trains the reference preset. Every network evaluation of a scoring run costs the same whatever the stride, so a long
 schedule is timed on a few evaluations and extrapolated to the full count; the JSON says when (``extrapolated``).
 With ``--quick`` (or on CPU at the 256x256 size) iterations and evaluations are few and the batch may be capped;
 the JSON records what was measured (``measured_batch``, ``measured_evaluations``).
@@ -44,7 +46,7 @@ from monai_diff3m.io import atomic_path
 from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.transforms import ehr_group_sizes
 
-#: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (METHOD.md §2).
+#: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (docs/method.md §2).
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {"image_size": 64, "channels": (32, 64, 64), "attention_levels": (False, False, True), "num_res_blocks": 1,
              "num_head_channels": 32},
@@ -72,7 +74,7 @@ def bundle_schedule() -> ScoringSchedule:
 
 
 def settings(device: torch.device) -> tuple[Setting, Setting]:
-    reference = Setting("reference", 1, False, REFERENCE_SCHEDULE)
+    reference = Setting("reference", 3, False, REFERENCE_SCHEDULE)
     defaults = Setting("defaults", 16, device.type == "cuda", bundle_schedule())
     return reference, defaults
 
@@ -134,9 +136,10 @@ def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, imag
     """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shortened and extrapolated."""
     schedule = setting.schedule
     full = schedule.evaluations
-    per_direction = full // schedule.steps  # 2 for DDIM inversion (up and down), else 1
+    per_direction = 2 if schedule.noising == "ddim_inversion" else 1  # up and down, or down only
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
+    # timed on a strided schedule with the same noising: every evaluation costs the same whatever the indexing
     inferer = Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising)
     batch = random_batch(batch_size, image_size, device)
     network.eval()
