@@ -22,7 +22,7 @@ from monai_diff3m.io import write_json_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
 
-#: Methods of the comparison: display name -> bundle overrides (the ablation axes of METHOD.md §5).
+#: Methods of the comparison: display name -> bundle overrides (the ablation axes of docs/method.md §5).
 METHODS: dict[str, dict[str, Any]] = {
     "Diff3M (EHR, pooled IECA)": {"ieca_mode": "pooled"},
     "Diff3M (EHR, spatial IECA)": {"ieca_mode": "spatial"},
@@ -34,7 +34,7 @@ DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", "Image-only diffusion")
 def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
     """Train one method, pick its image score on the validation split, and evaluate the test split.
 
-    Choosing the score on validation (METHOD.md §4: "the default is the one that measures best on validation")
+    Choosing the score on validation (docs/method.md §4: "the default is the one that measures best on validation")
     keeps the test numbers unbiased; the returned dict is the test metrics.json plus ``selected_score``, the
     validation AUROCs it was chosen from, and timings.
     """
