@@ -10,6 +10,7 @@ both directions, predicts x̂₀ the same way: from x̃_t instead of x_t when th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,8 @@ from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
+from monai_diff3m.networks.lung_fields import LungFieldSegmenter
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
-from monai_diff3m.transforms.lung_fields import lung_field_mask
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: How DDIM steps are indexed, see ``ddim_steps``.
@@ -105,19 +106,22 @@ def _minmax(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp_min(1e-8)
 
 
-def lung_masks(twin: torch.Tensor, image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE) -> torch.Tensor:
-    """Lung fields of each normal twin (N, 1, H, W) with intensities in ``image_range``; the twin, not the input, so
-    a lesion that fills a lung cannot hide it. An image without detectable lung fields gets an all-True mask."""
-    low, high = image_range
-    masks = [lung_field_mask(((image[0] - low) / (high - low)).clamp(0.0, 1.0).float().cpu().numpy()) for image in twin]
-    return torch.stack([torch.from_numpy(mask if mask.any() else ~mask) for mask in masks])[:, None].to(twin.device)
+@functools.lru_cache(maxsize=1)
+def _lung_field_segmenter() -> LungFieldSegmenter:
+    return LungFieldSegmenter()
 
 
-def image_scores(
-    image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor, image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE
-) -> dict[str, torch.Tensor]:
+def lung_masks(twin: torch.Tensor) -> torch.Tensor:
+    """Lung fields of each normal twin (N, 1, H, W), by the shipped lung-field network; the twin, not the input, so
+    a lesion that fills a lung cannot hide it. An image without lung fields gets an all-True mask (whole image)."""
+    masks = _lung_field_segmenter()(twin.float())
+    empty = ~masks.flatten(1).any(dim=1)
+    return masks | empty.view(-1, 1, 1, 1)
+
+
+def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every image score of ``SCORE_NAMES`` for a batch, each of shape (N,)."""
-    lungs = lung_masks(twin, image_range).to(smoothed_map.dtype)
+    lungs = lung_masks(twin).to(smoothed_map.dtype)
     difference = image - twin
     normalized_difference = _minmax(image) - _minmax(twin)
     flat_smoothed = smoothed_map.flatten(1)
@@ -210,7 +214,7 @@ class Diff3MAnomalyInferer(Inferer):
             "twin": twin,
             "anomaly_map": anomaly_map,
             "smoothed_map": smoothed,
-            "scores": image_scores(image, twin, smoothed, self.image_range),
+            "scores": image_scores(image, twin, smoothed),
             "ehr_attention": attention,
         }
 
