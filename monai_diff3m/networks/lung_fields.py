@@ -81,4 +81,6 @@ class LungFieldSegmenter:
         if size != (LUNG_FIELD_SIZE, LUNG_FIELD_SIZE):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         masks = [largest_region_per_side(mask[0]) for mask in (logits > 0).cpu().numpy()]
-        return torch.from_numpy(np.stack(masks))[:, None].to(images.device)
+        masks = torch.from_numpy(np.stack(masks))[:, None].to(images.device)
+        flat = images.flatten(1).amax(dim=1) == images.flatten(1).amin(dim=1)
+        return masks & ~flat.view(-1, 1, 1, 1)  # a film without contrast shows no lungs, whatever the network says
