@@ -1,6 +1,7 @@
 from monai_diff3m.transforms.ehr import (
     EHR_GROUP_SLOTS,
     EHRStatistics,
+    EHRStatisticsError,
     EHRValueError,
     EncodeEHRd,
     ehr_group_sizes,
