@@ -52,7 +52,7 @@ def test_trained_model_scores_a_lesion_above_the_same_patient_without_it(trained
         columns = (schema.AGE, schema.SEX, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
         records = [dict(zip(columns, (c.ehr.age, c.ehr.sex, c.ehr.view, c.ehr.bmi, c.ehr.systolic, c.ehr.diastolic, c.ehr.height, c.ehr.weight))) for c in cases]
         ehr = torch.stack([torch.from_numpy(encode(record)["ehr"]) for record in records])
-        # same batch shape and seed: both batches get identical noise, so only the lesion differs
+        # each image's noise comes from the seed and its own pixels, so every film is scored as it would be alone
         batches[lesion] = inferer(images, network.eval(), ehr)["scores"]["mse"]
     assert (batches["nodule"] > batches[None]).all(), batches
     assert (batches["consolidation"] > batches[None]).all(), batches
