@@ -40,6 +40,23 @@ def test_unusable_images_are_refused_with_the_file_and_the_measure(tmp_path, nam
         _gate(tmp_path / f"{name}.png")
 
 
+def test_normalising_intensity_modes_accept_a_dark_12_bit_film_but_not_a_constant_one(tmp_path):
+    """A 16-bit PNG holding 12-bit values lies below 0.07: unscorable as loaded ("fixed"), a film once the model
+    rescales each image to its own range ("percentile", "histogram"); a constant image is refused in every mode."""
+    film = render_case(seed=3, index=0, image_size=64).image
+    Image.fromarray((film * 4095).round().astype(np.uint16)).save(tmp_path / "twelve_bit.png")
+    Image.fromarray(np.full((64, 64), 2000, np.uint16)).save(tmp_path / "constant.png")
+    loaded = {name: LoadChestXRayd(keys="image")({"image": str(tmp_path / f"{name}.png")}) for name in ("twelve_bit", "constant")}
+
+    with pytest.raises(ImageQualityError, match="near-"):
+        GATE(loaded["twelve_bit"])
+    for mode in ("percentile", "histogram"):
+        gate = CheckImageQualityd(keys="image", intensity_mode=mode)
+        assert gate(loaded["twelve_bit"]) is loaded["twelve_bit"]
+        with pytest.raises(ImageQualityError, match=r"constant\.png .*\(near-\)constant"):
+            gate(loaded["constant"])
+
+
 def test_phantoms_pass_the_gate_at_every_size_with_every_lesion():
     for size in (32, 64, 128):
         for index, lesion in enumerate((None, *LESION_TYPES)):
