@@ -37,7 +37,9 @@ def scan_inputs(
         raise ValueError("give exactly one input: `image_dir` (with `ehr_csv`) or `dicom_dir`")
     if image_dir is not None:
         if ehr_csv is None:
-            raise ValueError(f"`image_dir` {image_dir} needs an `ehr_csv` keyed by file name (column {schema.PATH!r})")
+            raise ValueError(
+                f"`image_dir` {image_dir} needs an `ehr_csv` keyed by path relative to it (column {schema.PATH!r})"
+            )
         records, failures = scan_image_folder(image_dir, ehr_csv, exclude)
     else:
         records, failures = scan_dicom_folder(dicom_dir, exclude)

@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 EHR_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
 RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
-
-
 SCORES_FILE = "scores.csv"
 FAILURES_FILE = "failures.csv"
 METRICS_FILE = "metrics.json"
@@ -133,7 +131,8 @@ class AnomalyResultWriter:
                     self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
                 except (OSError, ValueError, HeaderDataError) as error:
                     logger.warning("not scored: the map of %s cannot be written: %s", image_path, error)
-                    failures.append((image_path, f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"))
+                    reason = f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"
+                    failures.append((image_path, reason))
                     continue
                 row["map_nifti"] = f"maps/{name}.nii.gz"
                 row["map_overlay"] = f"overlays/{name}.png"

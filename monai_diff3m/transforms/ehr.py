@@ -35,7 +35,10 @@ EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
 }
 #: One-hot fields, their categories and the reader of every accepted spelling; every other field is one numeric slot.
 _VOCABULARIES: dict[str, tuple[str, ...]] = {schema.SEX: schema.SEX_VALUES, schema.VIEW: schema.VIEW_VALUES}
-_CANONICAL: dict[str, Callable[[Any, str], str | None]] = {schema.SEX: schema.canonical_sex, schema.VIEW: schema.canonical_view}
+_CANONICAL: dict[str, Callable[[Any, str], str | None]] = {
+    schema.SEX: schema.canonical_sex,
+    schema.VIEW: schema.canonical_view,
+}
 _GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "demographics": (schema.AGE, schema.SEX, schema.VIEW),
     "measurements": schema.MIMIC_EHR_COLUMNS,
