@@ -3,7 +3,7 @@
 A diffusion model reconstructs a blank film almost perfectly, so an all-black or all-white image scored *more
 normal* than every real normal; random noise was scored like a film. The gate measures three numbers on a fixed
 64 x 64 area-averaged view of the loaded image in [0, 1] (so the thresholds do not depend on the file's size or the
-model's ``image_size``) and refuses an image when one is far outside what real chest films show:
+model's ``image_size``; a side shorter than 64 is kept) and refuses an image when one is far outside what real chest films show:
 
 - ``std`` (contrast) below :data:`MIN_STD`: constant or near-constant (blank, saturated, failed exposure);
 - ``mean`` outside :data:`MEAN_RANGE`: almost entirely black or white;
@@ -58,11 +58,13 @@ class ImageQuality:
 
 
 def measure_image_quality(image: torch.Tensor) -> ImageQuality:
-    """Mean, standard deviation and roughness of a ``(1, H, W)`` image in [0, 1] on its 64 x 64 area view."""
+    """Mean, standard deviation and roughness of a ``(1, H, W)`` image in [0, 1] on its 64 x 64 area view (the image
+    itself along a side shorter than 64: upsampling would repeat pixels and halve the roughness of noise)."""
     pixels = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).double()
     if pixels.ndim != 3 or pixels.shape[0] != 1:
         raise ValueError(f"expected a (1, H, W) image, got shape {tuple(pixels.shape)}")
-    view = F.interpolate(pixels[None], size=(QUALITY_VIEW_SIZE, QUALITY_VIEW_SIZE), mode="area")[0, 0]
+    size = (min(QUALITY_VIEW_SIZE, pixels.shape[1]), min(QUALITY_VIEW_SIZE, pixels.shape[2]))
+    view = F.interpolate(pixels[None], size=size, mode="area")[0, 0]
     std = float(view.std(unbiased=False))
     steps = torch.cat([(view[1:] - view[:-1]).abs().flatten(), (view[:, 1:] - view[:, :-1]).abs().flatten()])
     roughness = float(steps.mean()) / std if std > 0 else 0.0

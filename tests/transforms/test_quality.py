@@ -31,6 +31,7 @@ def _gate(path: Path) -> dict:
         ("faint", np.pad(np.full((64, 64), 128, np.uint8), 8, constant_values=130), r"\(near-\)constant"),
         ("saturated", np.pad(np.zeros((6, 6), np.uint8), 29, constant_values=255), r"almost entirely black or white: mean"),
         ("uniform_noise", np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8), r"noise-like"),
+        ("small_noise", np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8), r"noise-like"),
         ("gaussian_noise", np.clip(128 + 60 * np.random.default_rng(1).standard_normal((128, 128)), 0, 255).astype(np.uint8), r"noise-like"),
     ],
 )
