@@ -61,7 +61,7 @@ def phantom_films(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     for index in range(count):
         pixels = render_case(seed=seed, index=index, image_size=LUNG_FIELD_SIZE, lesion=None).image
         mask = lung_field_mask(pixels)
-        if plausible_lung_fields(mask):
+        if plausible_lung_fields(mask, "strict"):
             images.append(normalise_for_lung_fields(torch.from_numpy(pixels)[None, None])[0])
             masks.append(torch.from_numpy(mask)[None])
     return torch.stack(images), torch.stack(masks).float()
@@ -70,7 +70,7 @@ def phantom_films(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def rule_labels(films: torch.Tensor) -> dict[int, np.ndarray]:
     """Plausible masks of :func:`separated_lung_fields`, by film index."""
     masks = {index: separated_lung_fields(film[0].numpy()) for index, film in enumerate(films)}
-    return {index: mask for index, mask in masks.items() if plausible_lung_fields(mask)}
+    return {index: mask for index, mask in masks.items() if plausible_lung_fields(mask, "strict")}
 
 
 def network_labels(network: torch.nn.Module, films: torch.Tensor) -> dict[int, np.ndarray]:
@@ -79,7 +79,7 @@ def network_labels(network: torch.nn.Module, films: torch.Tensor) -> dict[int, n
     with torch.no_grad():
         predicted = torch.cat([network(batch) > 0 for batch in films.split(64)]).numpy()
     masks = {index: largest_region_per_side(mask[0]) for index, mask in enumerate(predicted)}
-    return {index: mask for index, mask in masks.items() if plausible_lung_fields(mask)}
+    return {index: mask for index, mask in masks.items() if plausible_lung_fields(mask, "strict")}
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

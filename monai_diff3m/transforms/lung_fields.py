@@ -8,7 +8,7 @@
   when it returns a plausible mask (about 1 film in 5 at 64x64), so it labels films to train the lung-field network
   of :mod:`monai_diff3m.networks.lung_fields`, which the ``lung_mean`` score uses.
 - :func:`plausible_lung_fields`: two regions, one per side, of lung-like size, position, height and symmetry; the
-  check that labels training films and reports how often lungs are found on a dataset.
+  strict form picks training labels, the loose form reports how often lungs are found on a dataset.
 """
 
 from __future__ import annotations
@@ -117,9 +117,23 @@ def separated_lung_fields(image: np.ndarray, edge_fraction: float = 0.05) -> np.
     return ndimage.binary_fill_holes(lungs)
 
 
-def plausible_lung_fields(mask: np.ndarray) -> bool:
-    """Whether ``mask`` looks like two lungs: exactly two regions, one in each half, each 4-25 % of the film, areas
-    within a factor 2.5, centres between 30 % and 70 % of the height, each at least 35 % of the film tall."""
+#: (min area, max area, max area ratio, centre rows, min height), as fractions of the film, for each strictness.
+_PLAUSIBLE_LUNGS = {
+    "strict": (0.04, 0.25, 2.5, (0.30, 0.70), 0.35),
+    "loose": (0.02, 0.30, 3.0, (0.15, 0.75), 0.20),
+}
+
+
+def plausible_lung_fields(mask: np.ndarray, strictness: str = "loose") -> bool:
+    """Whether ``mask`` looks like two lungs: exactly two regions, one in each half of the film, with lung-like area,
+    symmetry, vertical position and height (:data:`_PLAUSIBLE_LUNGS`).
+
+    ``"strict"`` accepts only typical, well-centred PA lungs: it picks training labels for the lung-field network,
+    where a wrong label costs more than a missed one. ``"loose"`` also accepts short, high or small lungs (AP films,
+    obese patients, children): it is the "both lungs found" check reported on datasets, whose rejections are then
+    looked at by eye (``benchmarks/lung_fields.py`` writes the montages).
+    """
+    min_area, max_area, max_ratio, (top, bottom), min_height = _PLAUSIBLE_LUNGS[strictness]
     height, width = mask.shape
     labels, count = ndimage.label(mask)
     if count != 2:
@@ -130,9 +144,9 @@ def plausible_lung_fields(mask: np.ndarray) -> bool:
     heights = [np.ptp(np.nonzero(labels == index)[0]) / height for index in indices]
     return bool(
         (centres[0, 1] < width / 2) != (centres[1, 1] < width / 2)
-        and (areas > 0.04).all()
-        and (areas < 0.25).all()
-        and areas.max() / areas.min() < 2.5
-        and ((centres[:, 0] > 0.3 * height) & (centres[:, 0] < 0.7 * height)).all()
-        and min(heights) > 0.35
+        and (areas > min_area).all()
+        and (areas < max_area).all()
+        and areas.max() / areas.min() < max_ratio
+        and ((centres[:, 0] > top * height) & (centres[:, 0] < bottom * height)).all()
+        and min(heights) > min_height
     )
