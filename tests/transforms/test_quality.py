@@ -79,3 +79,14 @@ def test_no_real_normal_film_is_refused_and_the_thresholds_keep_their_margins():
     assert min(m.std for m in measures) >= 2.5 * MIN_STD
     assert max(m.roughness for m in measures) <= MAX_ROUGHNESS / 2.4
     assert MEAN_RANGE[0] + 0.1 <= min(m.mean for m in measures) and max(m.mean for m in measures) <= MEAN_RANGE[1] - 0.1
+
+
+@pytest.mark.parametrize("mode", ["fixed", "percentile", "histogram"])
+def test_the_committed_real_films_pass_the_gate_in_every_intensity_mode(mode):
+    """The 16 NIH films shipped with the tests (8 normal, 8 abnormal): the gate is checked on real anatomy even
+    where ``../shared/data`` is absent."""
+    films = Path(__file__).resolve().parents[1] / "data" / "nih64"
+    gate = CheckImageQualityd(keys="image", intensity_mode=mode)
+    for relative in pd.read_csv(films / "labels.csv")["Path"]:
+        loaded = LoadChestXRayd(keys="image")({"image": str(films / relative)})
+        assert gate(loaded) is loaded
