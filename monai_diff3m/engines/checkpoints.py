@@ -27,6 +27,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
+    if path.stat().st_size == 0:  # torch would blame mmap and the save format instead
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): an interrupted copy or download; copy it again or retrain")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file

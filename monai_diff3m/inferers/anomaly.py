@@ -2,13 +2,14 @@
 
 The denoised image is a normal-looking twin: the model only learnt normal anatomy for this EHR, so what it cannot
 reproduce is anomalous. ``noising="ddim_inversion"`` is the reference (deterministic DDIM inversion to L);
-``noising="stochastic"`` jumps to L with q(x_t | x₀) using seeded noise (AnoDDPM-style), which halves the network
+``noising="stochastic"`` jumps to L with q(x_t | x₀) using per-image seeded noise (AnoDDPM-style), which halves the network
 evaluations and erases small lesions more reliably. Both denoise with deterministic DDIM (η = 0).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,24 @@ def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
     return torch.linspace(0, noise_level, steps + 1).round().long().tolist()
 
 
+def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Standard normal noise shaped like ``images`` (N, C, H, W), each image's drawn from a generator seeded by
+    ``seed`` and a hash of that image's own float32 pixels.
+
+    A score must be a function of the image, not of what else is in its batch: one generator per batch gave copies
+    of one film at four batch positions four different scores. Hashing the pixels (not the path or the position)
+    gives identical films identical noise wherever they are: alone, in any batch, on any device. The EHR is left out
+    of the hash, so scoring one film under two EHRs changes only the conditioning, not the noise.
+    """
+    pixels = images.detach().float().cpu().contiguous().numpy()
+    noise = []
+    for image in pixels:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=8, key=str(seed).encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        noise.append(torch.randn(image.shape, generator=generator))
+    return torch.stack(noise).to(images.device)
+
+
 def _minmax(images: torch.Tensor) -> torch.Tensor:
     low = images.amin(dim=(1, 2, 3), keepdim=True)
     high = images.amax(dim=(1, 2, 3), keepdim=True)
@@ -110,7 +129,8 @@ class Diff3MAnomalyInferer(Inferer):
         num_steps: DDIM steps from 0 to L (each way); ``None`` for every timestep as in the reference.
         noising: ``"ddim_inversion"`` (reference) or ``"stochastic"``.
         smoothing_sigma: Gaussian sigma in pixels for the smoothed map (0 disables smoothing).
-        seed: seed of the stochastic noise; fixed so that scores are reproducible.
+        seed: seed of the stochastic noise, combined with each image's pixels (:func:`image_noise`), so that a score
+            is reproducible and does not depend on the batch.
         use_pcm: replace x_t by the checkerboard reconstruction x̃_t when predicting x̂₀, if the network has PCM.
     """
 
@@ -151,8 +171,7 @@ class Diff3MAnomalyInferer(Inferer):
             if self.noising == "ddim_inversion":
                 noisy = self._invert(image, network, ehr, ehr_missing, alphas)
             else:
-                generator = torch.Generator().manual_seed(self.seed)
-                noise = torch.randn(image.shape, generator=generator).to(image.device)
+                noise = image_noise(image, self.seed)
                 level = alphas[self.timesteps[-1]]
                 noisy = level.sqrt() * image + (1 - level).sqrt() * noise
             twin, attention = self._denoise(noisy, image, network, ehr, ehr_missing, alphas)

@@ -1,6 +1,7 @@
 from monai_diff3m.transforms.ehr import (
     EHR_GROUP_SLOTS,
     EHRStatistics,
+    EHRStatisticsError,
     EHRValueError,
     EncodeEHRd,
     ehr_group_sizes,
@@ -9,5 +10,6 @@ from monai_diff3m.transforms.ehr import (
 )
 from monai_diff3m.transforms.image import ImageLoadError, LoadChestXRayd
 from monai_diff3m.transforms.intensity import INTENSITY_MODES, NormaliseChestXRayd
+from monai_diff3m.transforms.quality import CheckImageQualityd, ImageQualityError, measure_image_quality
 from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 from monai_diff3m.transforms.lesion_mask import LoadLesionMaskd

@@ -3,6 +3,7 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_timesteps, image_scores
+from monai_diff3m.inferers.anomaly import image_noise
 from monai_diff3m.networks import Diff3MUNet
 
 SMALL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5))
@@ -64,3 +65,36 @@ def test_scores_on_a_hand_made_twin():
 def test_noise_level_must_be_below_T():
     with pytest.raises(ValueError, match="noise_level"):
         Diff3MAnomalyInferer(DDPMScheduler(100), noise_level=100)
+
+
+@pytest.mark.parametrize("noising", ["stochastic", "ddim_inversion"])
+def test_a_score_does_not_depend_on_the_batch_or_the_position_in_it(noising):
+    """A score is a function of (image, EHR, checkpoint, settings, seed): the same film scores the same alone, in a
+    batch of 16, at another position, and as four copies in one batch (the issue's probe: one seeded noise tensor per
+    batch gave four copies four different scores)."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(16, 1, 16, 16, generator=generator) * 1.6 - 0.8
+    ehr = torch.randn(16, 10, generator=generator)
+    images[8:12], ehr[8:12] = images[3], ehr[3]
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=4, noising=noising)
+    network = _network()
+    order = torch.roll(torch.arange(16), 7)  # image 3 moves to position 10
+
+    alone = inferer(images[3:4], network, ehr[3:4])["scores"]
+    batch = inferer(images, network, ehr)["scores"]
+    moved = inferer(images[order], network, ehr[order])["scores"]
+
+    position = int((order == 3).nonzero())
+    for name in SCORE_NAMES:
+        expected = alone[name][0].expand(5)
+        observed = torch.stack([batch[name][3], *batch[name][8:12]])
+        torch.testing.assert_close(observed, expected, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(moved[name][position], alone[name][0], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(moved[name][torch.argsort(order)], batch[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_stochastic_noise_follows_the_seed_and_the_pixels():
+    image, _ = _images(batch=2)
+    assert torch.equal(image_noise(image, seed=0), image_noise(image, seed=0))
+    assert not torch.equal(image_noise(image, seed=0), image_noise(image, seed=1))
+    assert not torch.equal(image_noise(image, seed=0)[0], image_noise(image, seed=0)[1])

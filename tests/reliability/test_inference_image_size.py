@@ -10,6 +10,7 @@ from bundle.tiny_bundle import REPO_ROOT, run_workflow
 from PIL import Image
 
 from monai_diff3m.data import schema
+from monai_diff3m.data.phantoms import render_case
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.transforms import EHRStatistics, ehr_group_sizes
@@ -43,9 +44,9 @@ def test_smaller_and_larger_images_are_scored_at_the_training_size(tmp_path, mon
     _write_checkpoint(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)).save(images / "small.png")
-    Image.fromarray((rng.random((128, 128)) * 65535).astype(np.uint16)).save(images / "large.png")
+    small, large = (render_case(seed=0, index=index, image_size=size).image for index, size in ((0, 48), (1, 128)))
+    Image.fromarray((small * 255).round().astype(np.uint8)).save(images / "small.png")
+    Image.fromarray((large * 65535).round().astype(np.uint16)).save(images / "large.png")
     pd.DataFrame({schema.PATH: ["small.png", "large.png"], schema.SEX: ["Male", "Female"], schema.AGE: [40, 70], schema.VIEW: ["PA", "AP"]}).to_csv(
         tmp_path / "ehr.csv", index=False
     )
