@@ -20,6 +20,7 @@ from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter
+from monai_diff3m.transforms.lung_fields import plausible_lung_fields
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: Image scores of METHOD.md §4, in report order: reference scores first, then ours.
@@ -98,10 +99,11 @@ def _lung_field_segmenter() -> LungFieldSegmenter:
 
 def lung_masks(twin: torch.Tensor) -> torch.Tensor:
     """Lung fields of each normal twin (N, 1, H, W), by the shipped lung-field network; the twin, not the input, so
-    a lesion that fills a lung cannot hide it. An image without lung fields gets an all-True mask (whole image)."""
+    a lesion that fills a lung cannot hide it. A twin whose mask is not two plausible lungs (``plausible_lung_fields``,
+    e.g. a blank or non-chest image) gets an all-True mask: its ``lung_mean`` is the whole-image mean."""
     masks = _lung_field_segmenter()(twin.float())
-    empty = ~masks.flatten(1).any(dim=1)
-    return masks | empty.view(-1, 1, 1, 1)
+    implausible = torch.tensor([not plausible_lung_fields(mask[0].cpu().numpy()) for mask in masks], device=masks.device)
+    return masks | implausible.view(-1, 1, 1, 1)
 
 
 def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:
