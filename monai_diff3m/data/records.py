@@ -35,7 +35,7 @@ def scan_inputs(
         if ehr_csv is None:
             raise ValueError(f"`image_dir` {image_dir} needs an `ehr_csv` keyed by file name (column {schema.PATH!r})")
         records, failures = scan_image_folder(image_dir, ehr_csv)
-    else:
+    elif dicom_dir is not None:
         records, failures = scan_dicom_folder(dicom_dir)
     for record in records:
         record[IMAGE_KEY] = str(record[schema.PATH])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -76,7 +76,7 @@ class AnomalyResultWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def _collect(self, engine: Engine) -> None:
-        output = engine.state.output
+        output = cast(dict[str, Any], engine.state.output)
         image = output["image"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
         scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
@@ -89,11 +89,16 @@ class AnomalyResultWriter:
             row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
-                row.update({f"attention[{slot}]": float(attention[index, position]) for position, slot in enumerate(self.slot_names)})
+                row.update(
+                    {
+                        f"attention[{slot}]": float(attention[index, position])
+                        for position, slot in enumerate(self.slot_names)
+                    }
+                )
             if self.write_maps:
                 name = self._unique_name(image_path)
                 affine = output.get("affine")
-                spacing = (1.0, 1.0) if affine is None else tuple(float(affine[index][axis, axis]) for axis in (0, 1))
+                spacing = (1.0, 1.0) if affine is None else (float(affine[index][0, 0]), float(affine[index][1, 1]))
                 self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
                 row["map_nifti"] = f"maps/{name}.nii.gz"
                 row["map_overlay"] = f"overlays/{name}.png"
@@ -112,7 +117,9 @@ class AnomalyResultWriter:
         self._used_names.add(name)
         return name
 
-    def _write_map_files(self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]) -> None:
+    def _write_map_files(
+        self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]
+    ) -> None:
         nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
         nifti_path.parent.mkdir(parents=True, exist_ok=True)
         affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
@@ -126,7 +133,9 @@ class AnomalyResultWriter:
     def _write_tables(self, engine: Engine) -> None:
         write_csv_atomic(self.table(), self.output_dir / "scores.csv")
         write_csv_atomic(pd.DataFrame(self.failures, columns=["path", "reason"]), self.output_dir / "failures.csv")
-        logger.info("scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir)
+        logger.info(
+            "scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir
+        )
         for path, reason in self.failures:
             logger.warning("not scored: %s (%s)", path, reason)
 
@@ -178,14 +187,18 @@ class AnomalyEvaluationHandler:
         if schema.NO_FINDING not in table.columns:
             raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
         groups = [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
-        metrics = evaluate_table(table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed)
+        metrics = evaluate_table(
+            table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed
+        )
         lesion_masks = [mask for mask in self.writer.masks if mask.any()]
         if self.writer.masks and lesion_masks:
             metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
         self.metrics = metrics
         write_json_atomic(metrics, self.output_dir / "metrics.json")
         labels = abnormal_labels(table)
-        save_roc_pr_curves(labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / "roc_pr_curves.png")
+        save_roc_pr_curves(
+            labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / "roc_pr_curves.png"
+        )
         if self.summary_writer is not None:
             for name, values in metrics["scores"].items():
                 for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
@@ -195,4 +208,9 @@ class AnomalyEvaluationHandler:
                     self.summary_writer.add_scalar(f"test/pixel/{metric}", value, engine.state.epoch)
             self.summary_writer.flush()
         best = metrics["best_score"]
-        logger.info("best score %s: AUROC %.3f, AUPRC %.3f", best, metrics["scores"][best]["auroc"], metrics["scores"][best]["auprc"])
+        logger.info(
+            "best score %s: AUROC %.3f, AUPRC %.3f",
+            best,
+            metrics["scores"][best]["auroc"],
+            metrics["scores"][best]["auprc"],
+        )

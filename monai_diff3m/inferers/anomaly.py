@@ -48,7 +48,9 @@ class ScoringSchedule:
 
     @property
     def name(self) -> str:
-        return f"{self.noising} L={self.noise_level} steps={FULL_SCHEDULE if self.num_steps is None else self.num_steps}"
+        return (
+            f"{self.noising} L={self.noise_level} steps={FULL_SCHEDULE if self.num_steps is None else self.num_steps}"
+        )
 
 
 #: The authors' scoring: DDIM inversion with every timestep to L = 400 and back (800 evaluations per image).
@@ -110,18 +112,20 @@ class Diff3MAnomalyInferer(Inferer):
     def __init__(
         self,
         scheduler: Scheduler,
-        noise_level: int = 400,
-        num_steps: int | None = 20,
-        noising: str = "ddim_inversion",
+        noise_level: int = 50,
+        num_steps: int | None = 5,
+        noising: str = "stochastic",
         smoothing_sigma: float = 1.0,
         seed: int = 0,
-        use_pcm: bool = True,
+        use_pcm: bool = False,
     ) -> None:
         super().__init__()
         if noising not in NOISING_MODES:
             raise ValueError(f"noising must be one of {NOISING_MODES}, got {noising!r}")
         if noise_level >= scheduler.num_train_timesteps:
-            raise ValueError(f"noise_level {noise_level} must be below the scheduler's T={scheduler.num_train_timesteps}")
+            raise ValueError(
+                f"noise_level {noise_level} must be below the scheduler's T={scheduler.num_train_timesteps}"
+            )
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
         self.timesteps = ddim_timesteps(noise_level, num_steps)
         self.noising = noising
@@ -164,7 +168,11 @@ class Diff3MAnomalyInferer(Inferer):
     def _predict(self, network, x, t, image, ehr, ehr_missing) -> Diff3MOutput:
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         output = network(x, timesteps, ehr, ehr_missing, x0=image)
-        return Diff3MOutput(output.noise.float(), None if output.reconstruction is None else output.reconstruction.float(), output.ehr_attention)
+        return Diff3MOutput(
+            output.noise.float(),
+            None if output.reconstruction is None else output.reconstruction.float(),
+            output.ehr_attention,
+        )
 
     def _invert(self, image, network, ehr, ehr_missing, alphas) -> torch.Tensor:
         """Deterministic DDIM inversion x₀ → x_L: at t_k predict ε, then move x̂₀ and ε to t_{k+1}."""

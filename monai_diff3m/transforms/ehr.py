@@ -82,7 +82,9 @@ class EHRStatistics:
         self.std = dict(std)
 
     @classmethod
-    def fit(cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS) -> EHRStatistics:
+    def fit(
+        cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS
+    ) -> EHRStatistics:
         values: dict[str, list[float]] = {column: [] for column in columns}
         for record in records:
             for column in columns:
@@ -102,7 +104,9 @@ class EHRStatistics:
     def load(cls, path: str | Path) -> EHRStatistics:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"EHR statistics file {path} not found; it is written by training next to the model")
+            raise FileNotFoundError(
+                f"EHR statistics file {path} not found; it is written by training next to the model"
+            )
         content = json.loads(path.read_text())
         return cls(content["mean"], content["std"])
 
@@ -120,7 +124,7 @@ def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str 
     return statistics
 
 
-def _record_name(record: Mapping[str, Any]) -> str:
+def _record_name(record: Mapping[Any, Any]) -> str:
     return str(record.get("source") or record.get("image") or record.get(schema.PATH) or "record")
 
 
@@ -181,7 +185,7 @@ class EncodeEHRd(MapTransform):
         record[f"{self.output_key}_missing"] = np.asarray(missing, dtype=np.float32)
         return record
 
-    def _encode_field(self, column: str, value: Any, record: Mapping[str, Any]) -> tuple[list[float], bool]:
+    def _encode_field(self, column: str, value: Any, record: Mapping[Any, Any]) -> tuple[list[float], bool]:
         if _is_missing(value):
             if column in self.required:
                 raise EHRValueError(f"{_record_name(record)}: required EHR field {column!r} is missing (NaN/empty)")
@@ -192,7 +196,8 @@ class EncodeEHRd(MapTransform):
         if column == schema.AGE:
             if not 0.0 <= number <= schema.MAX_AGE_YEARS:
                 raise EHRValueError(
-                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, got {value!r}"
+                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, "
+                    f"got {value!r}"
                 )
             return [number / AGE_SCALE], False
         if number <= 0.0:
@@ -204,5 +209,7 @@ class EncodeEHRd(MapTransform):
     def _one_hot(column: str, value: Any, vocabulary: Sequence[str], record: Mapping[str, Any]) -> list[float]:
         text = str(value).strip()
         if text not in vocabulary:
-            raise EHRValueError(f"{_record_name(record)}: field {column!r} must be one of {list(vocabulary)}, got {value!r}")
+            raise EHRValueError(
+                f"{_record_name(record)}: field {column!r} must be one of {list(vocabulary)}, got {value!r}"
+            )
         return [1.0 if text == option else 0.0 for option in vocabulary]

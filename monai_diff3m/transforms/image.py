@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -40,7 +41,7 @@ class ImageLoadError(ValueError):
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is read as DICOM: a ``.dcm``/``.dicom`` suffix or pydicom's ``DICM`` preamble check."""
-    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(path)
+    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(Path(path))
 
 
 def _pil_to_unit(path: str | os.PathLike) -> np.ndarray:
@@ -175,7 +176,7 @@ class LoadChestXRayd(MapTransform):
     def __init__(self, keys: Hashable | Sequence[Hashable], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             path = d[key]

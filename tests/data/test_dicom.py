@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.data.dicom import (
     DicomTagError,
     parse_dicom_age,
@@ -19,6 +18,8 @@ from monai_diff3m.data.dicom import (
 )
 from monai_diff3m.data.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
+
+from dicom_files import write_dicom
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from dicom_files import RAMP, write_dicom
 from monai_diff3m.transforms.image import ImageLoadError, LoadChestXRayd, is_dicom_file, read_chest_xray
+
+from dicom_files import RAMP, write_dicom
 
 
 def load(path):
