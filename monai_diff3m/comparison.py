@@ -18,9 +18,9 @@ from typing import Any
 
 from monai.bundle import run
 
+from monai_diff3m.engines.checkpoints import checkpoint_name
 from monai_diff3m.io import write_json_atomic
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
+from monai_diff3m.packaged_bundle import config_files
 
 #: Methods of the comparison: display name -> bundle overrides (the ablation axes of METHOD.md §5).
 METHODS: dict[str, dict[str, Any]] = {
@@ -31,7 +31,7 @@ METHODS: dict[str, dict[str, Any]] = {
 DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", "Image-only diffusion")
 
 
-def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any], config_dir: Path) -> dict[str, Any]:
+def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any]) -> dict[str, Any]:
     """Train one method, pick its image score on the validation split, and evaluate the test split.
 
     Choosing the score on validation (METHOD.md §4: "the default is the one that measures best on validation")
@@ -40,16 +40,17 @@ def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any], config_d
     """
     settings = {**common, **overrides}
     bundle_root = Path(settings["bundle_root"])
-    eval_dir = bundle_root / "eval" / f"diff3m_{settings['ieca_mode']}"
+    eval_dir = bundle_root / "eval" / checkpoint_name(settings["ieca_mode"])
     dataset_dir = bundle_root / "data" / "phantoms"
+    evaluate = config_files("inference.json", "evaluate.json")
     started = time.perf_counter()
-    run("training", config_file=str(config_dir / "train.json"), **settings)
+    run("training", config_file=config_files("train.json"), **settings)
     trained = time.perf_counter()
-    run("evaluating", config_file=str(config_dir / "evaluate.json"), test_csv=str(dataset_dir / "valid.csv"),
-        output_dir=str(eval_dir / "valid"), **settings)
+    run("evaluating", config_file=evaluate, test_csv=str(dataset_dir / "valid.csv"), output_dir=str(eval_dir / "valid"),
+        **settings)
     validation = json.loads((eval_dir / "valid" / "metrics.json").read_text())
     validated = time.perf_counter()
-    run("evaluating", config_file=str(config_dir / "evaluate.json"), output_dir=str(eval_dir / "test"), **settings)
+    run("evaluating", config_file=evaluate, output_dir=str(eval_dir / "test"), **settings)
     tested = time.perf_counter()
     metrics = json.loads((eval_dir / "test" / "metrics.json").read_text())
     metrics["selected_score"] = validation["best_score"]
@@ -65,7 +66,9 @@ def run_method(overrides: Mapping[str, Any], common: Mapping[str, Any], config_d
 
 def comparison_table(results: Mapping[str, Mapping[str, Any]], score: str | None = None) -> str:
     """A plain-text table of test metrics, one row per method, for ``score`` or each method's validated score."""
-    header = f"{'method':<28} {'score':<15} {'AUROC [95% CI]':<22} {'AUPRC [95% CI]':<22} {'best F1':>8} {'pixel AUROC':>12}"
+    header = (
+        f"{'method':<28} {'score':<15} {'AUROC [95% CI]':<22} {'AUPRC [95% CI]':<22} {'best F1':>8} {'pixel AUROC':>12}"
+    )
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
         chosen = score or metrics["selected_score"]
@@ -83,15 +86,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--bundle-root", default="bundles/diff3m", help="bundle folder; data, models and eval go here")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     parser.add_argument("--max-epochs", type=int, default=None, help="override train.json's max_epochs")
-    parser.add_argument("--score", default=None, help="image score for the table; default: each method's best on validation")
+    parser.add_argument(
+        "--score", default=None, help="image score for the table; default: each method's best on validation"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="JSON file for all results (default: <bundle-root>/eval/comparison.json)")
+    parser.add_argument(
+        "--output", default=None, help="JSON file for all results (default: <bundle-root>/eval/comparison.json)"
+    )
     args = parser.parse_args(argv)
 
     common: dict[str, Any] = {"bundle_root": args.bundle_root, "seed": args.seed}
     if args.max_epochs is not None:
         common["max_epochs"] = args.max_epochs
-    results = {name: run_method(METHODS[name], common, CONFIG_DIR) for name in args.methods}
+    results = {name: run_method(METHODS[name], common) for name in args.methods}
     output = Path(args.output) if args.output else Path(args.bundle_root) / "eval" / "comparison.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"seed": args.seed, "score": args.score, "results": results}, output)

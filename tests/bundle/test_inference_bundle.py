@@ -3,16 +3,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.data import schema
 from monai_diff3m.inferers import SCORE_NAMES
+
+from dicom_files import write_dicom
 from tiny_bundle import run_workflow, scoring_overrides
 
 FAST_SCORING = {"num_inference_steps": 2, "noise_level": 100}
 
 
 def _score(trained_bundle, output_dir, **inputs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    run_workflow("inference.json", "run", scoring_overrides(trained_bundle, output_dir=str(output_dir), **FAST_SCORING, **inputs))
+    run_workflow(
+        "inference.json", "run", scoring_overrides(trained_bundle, output_dir=str(output_dir), **FAST_SCORING, **inputs)
+    )
     return pd.read_csv(output_dir / "scores.csv"), pd.read_csv(output_dir / "failures.csv")
 
 
@@ -27,7 +30,9 @@ def test_folder_with_ehr_csv_scores_every_readable_image_and_reports_the_broken_
     ehr = pd.concat([ehr, ehr.head(1).assign(**{schema.PATH: "broken.png"})])
     ehr.to_csv(tmp_path / "ehr.csv", index=False)
 
-    scores, failures = _score(trained_bundle, tmp_path / "out", image_dir=str(folder), ehr_csv=str(tmp_path / "ehr.csv"))
+    scores, failures = _score(
+        trained_bundle, tmp_path / "out", image_dir=str(folder), ehr_csv=str(tmp_path / "ehr.csv")
+    )
 
     assert len(scores) == 3 and set(SCORE_NAMES) <= set(scores.columns)
     assert scores[list(SCORE_NAMES)].notna().all().all()
@@ -44,7 +49,14 @@ def test_folder_with_ehr_csv_scores_every_readable_image_and_reports_the_broken_
 
 def test_dicom_folder_reads_ehr_from_tags_and_keeps_missing_tags_missing(trained_bundle, tmp_path):
     pixels = (np.random.default_rng(0).random((64, 64)) * 4000).astype(np.uint16)
-    write_dicom(tmp_path / "dicom" / "a.dcm", pixels, PatientSex="F", PatientAge="067Y", ViewPosition="PA", PixelSpacing=[0.5, 0.5])
+    write_dicom(
+        tmp_path / "dicom" / "a.dcm",
+        pixels,
+        PatientSex="F",
+        PatientAge="067Y",
+        ViewPosition="PA",
+        PixelSpacing=[0.5, 0.5],
+    )
     write_dicom(tmp_path / "dicom" / "b.dcm", pixels, PatientAge="045Y", ViewPosition="AP")
     write_dicom(tmp_path / "dicom" / "c.dcm", pixels, PatientAge="abc", ViewPosition="AP")
 

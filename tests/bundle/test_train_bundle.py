@@ -35,12 +35,19 @@ def test_stage_two_starts_from_stage_one_with_frozen_encoder(trained_bundle):
     stage1 = torch.load(trained_bundle / "models" / "diff3m_pooled_best.pt", weights_only=True)["network"]
     overrides = tiny_overrides(trained_bundle, max_epochs=1, val_interval=1)
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_pcm.json")], run_id="training", workflow_type=None, **overrides
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_pcm.json")],
+        run_id="training",
+        workflow_type=None,
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
     stage2 = torch.load(trained_bundle / "models" / "diff3m_pooled_pcm_last.pt", weights_only=True)["network"]
-    frozen = [key for key in stage1 if key.startswith(("unet.conv_in", "unet.down_blocks", "unet.time_embed", "image_encoder"))]
+    frozen = [
+        key
+        for key in stage1
+        if key.startswith(("unet.conv_in", "unet.down_blocks", "unet.time_embed", "image_encoder"))
+    ]
     assert frozen and all(torch.equal(stage1[key], stage2[key]) for key in frozen)
     trained = [key for key in stage1 if key.startswith("unet.up_blocks") and key.endswith("weight")]
     assert any(not torch.equal(stage1[key], stage2[key]) for key in trained)
