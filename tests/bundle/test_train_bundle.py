@@ -64,3 +64,15 @@ def test_thread_loader_switch_picks_the_training_and_validation_loaders(tmp_path
         loaders[switch] = [type(parser.get_parsed_content(f"{part}#dataloader")) for part in ("train", "validate")]
     assert loaders[True] == [ThreadDataLoader, ThreadDataLoader]
     assert loaders[False] == [DataLoader, DataLoader]  # the CPU default: a collation thread would compete with compute
+
+
+def test_compile_switch_compiles_the_network_the_trainer_runs_and_checkpoints_keep_the_plain_one(tmp_path):
+    (tmp_path / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({**tiny_overrides(tmp_path), "compile": True})
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.compile and isinstance(trainer.network, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.network._orig_mod is parser.get_parsed_content("network")
+    last_writer = parser.get_parsed_content("train#handlers#3")
+    assert last_writer.save_dict["network"] is parser.get_parsed_content("network")
