@@ -94,11 +94,13 @@ def recommend(
 
 @dataclass
 class ScoringData:
-    """One split, preprocessed once and kept in memory, with what scoring it needs from the bundle."""
+    """One split, preprocessed once and kept in memory, with what scoring it needs from the bundle; ``records`` and
+    ``labels`` are in batch order."""
 
     network: torch.nn.Module
     scheduler: Any
     batches: list[dict[str, Any]]
+    records: list[dict[str, Any]]
     labels: np.ndarray
     device: torch.device
     amp: bool
@@ -108,19 +110,30 @@ class ScoringData:
     checkpoint: str
 
 
-def load_scoring_data(bundle_root: str, ieca_mode: str, split_csv: str, use_pcm: bool = False) -> ScoringData:
-    """Parse ``evaluate.json`` for ``split_csv`` and return its network, scheduler, batches and labels."""
+def load_scoring_data(
+    bundle_root: str,
+    ieca_mode: str,
+    split_csv: str,
+    use_pcm: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> ScoringData:
+    """Parse ``evaluate.json`` for ``split_csv`` and return its network, scheduler, batches and labels.
+
+    ``overrides`` are further ``evaluate.json`` keys (``image_root``, ``ckpt_dir``, ...), as on the command line.
+    """
     parser = ConfigParser()
     parser.read_config(config_files("inference.json", "evaluate.json"))
-    parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": use_pcm, "test_csv": split_csv})
+    settings = {"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": use_pcm, "test_csv": split_csv}
+    parser.update({**settings, **(overrides or {})})
     records = {str(record["source"]): record for record in parser.get_parsed_content("records")}
     batches = list(parser.get_parsed_content("dataloader"))
-    sources = [source for batch in batches for source in batch["source"]]
+    ordered = [records[source] for batch in batches for source in batch["source"]]
     return ScoringData(
         network=parser.get_parsed_content("network").eval(),
         scheduler=parser.get_parsed_content("scheduler"),
         batches=batches,
-        labels=abnormal_labels(pd.DataFrame([records[source] for source in sources])),
+        records=ordered,
+        labels=abnormal_labels(pd.DataFrame(ordered)),
         device=parser.get_parsed_content("device"),
         amp=bool(parser.get_parsed_content("amp")),
         smoothing_sigma=float(parser.get_parsed_content("smoothing_sigma")),
@@ -132,26 +145,31 @@ def load_scoring_data(bundle_root: str, ieca_mode: str, split_csv: str, use_pcm:
     )
 
 
-def score_schedule(
-    schedule: ScoringSchedule, data: ScoringData, seed: int = 0, num_bootstrap: int = 1000
-) -> dict[str, Any]:
-    """Score every image of ``data`` with ``schedule``; return its cost and per-score image metrics."""
+def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every image score of ``SCORE_NAMES`` for every image of ``data`` (in batch order) under ``schedule``."""
     inferer = Diff3MAnomalyInferer(
         data.scheduler, noise_level=schedule.noise_level, num_steps=schedule.num_steps, noising=schedule.noising,
         smoothing_sigma=data.smoothing_sigma, seed=seed, use_pcm=data.use_pcm,
     )
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_NAMES}
-    started = time.perf_counter()
     for batch in data.batches:
         image, ehr, missing = prepare_diff3m_batch(batch, data.device)
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=data.amp):
             result = inferer(torch.as_tensor(image), data.network, ehr, missing)
         for name in SCORE_NAMES:
             scores[name].append(result["scores"][name].float().cpu().numpy())
+    return {name: np.concatenate(values) for name, values in scores.items()}
+
+
+def score_schedule(
+    schedule: ScoringSchedule, data: ScoringData, seed: int = 0, num_bootstrap: int = 1000
+) -> dict[str, Any]:
+    """Score every image of ``data`` with ``schedule``; return its cost and per-score image metrics."""
+    started = time.perf_counter()
+    scores = score_images(schedule, data, seed)
     seconds = time.perf_counter() - started
     metrics = {}
-    for name, values in scores.items():
-        joined = np.concatenate(values)
+    for name, joined in scores.items():
         metrics[name] = {
             **image_metrics(data.labels, joined, name),
             "auroc_interval": bootstrap_interval(data.labels, joined, "auroc", num_samples=num_bootstrap, seed=seed),

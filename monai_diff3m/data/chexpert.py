@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m.data import schema
+from monai_diff3m.data.splits import SplitError, patient_ids
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
@@ -40,7 +41,9 @@ def read_dataset_csv(
 
     Each record holds the absolute image path under ``"image"``, the anomaly label under ``"label"`` (1 abnormal,
     i.e. ``No Finding != 1``; absent when the CSV has no label column), the lesion mask path under ``"mask"`` when
-    the CSV has one, and every schema column verbatim (EHR values are encoded later by ``EncodeEHRd``).
+    the CSV has one, the patient under ``schema.PATIENT_ID`` when the CSV names it (a patient column or a
+    CheXpert/MIMIC path, see :func:`monai_diff3m.data.splits.patient_ids`; used for patient-level bootstrap
+    intervals), and every schema column verbatim (EHR values are encoded later by ``EncodeEHRd``).
 
     Args:
         csv_path: the CSV file.
@@ -71,8 +74,12 @@ def read_dataset_csv(
             raise DatasetCSVError(f"dataset CSV {csv_path} has no frontal rows ({schema.FRONTAL_LATERAL})")
 
     root = Path(image_root) if image_root is not None else csv_path.parent
+    try:
+        patients: list[str | None] = patient_ids(table, str(csv_path)).tolist()
+    except SplitError:
+        patients = [None] * len(table)
     records = []
-    for row_number, row in zip(table.index + 2, table.to_dict("records")):
+    for row_number, row, patient in zip(table.index + 2, table.to_dict("records"), patients):
         relative = _optional_str(row[schema.PATH])
         if relative is None:
             raise DatasetCSVError(f"{csv_path} row {row_number}: column {schema.PATH!r} is empty")
@@ -82,6 +89,8 @@ def read_dataset_csv(
         record: dict[str, Any] = {key: value for key, value in row.items() if key in _SCHEMA_COLUMNS}
         record[IMAGE_KEY] = str(image_path)
         record["source"] = f"{csv_path} row {row_number}"
+        if patient is not None:
+            record[schema.PATIENT_ID] = patient
         if schema.NO_FINDING in table.columns:
             record[LABEL_KEY] = _anomaly_label(row[schema.NO_FINDING], csv_path, row_number)
         mask = _optional_str(row.get(schema.MASK))

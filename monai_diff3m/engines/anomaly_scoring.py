@@ -29,12 +29,10 @@ class AnomalyScoringStep:
             batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key
         )
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
-            result = self.inferer(
-                image.as_tensor() if isinstance(image, MetaTensor) else image, engine.network, ehr, missing
-            )
+            result = self.inferer(image, engine.network, ehr, missing)
         batch_image = batchdata[self.image_key]
         output = {
-            "image": image.as_tensor() if isinstance(image, MetaTensor) else image,
+            "image": image,
             **result,
             "source": list(batchdata.get("source", [""] * image.shape[0])),
             "affine": batch_image.affine if isinstance(batch_image, MetaTensor) else None,

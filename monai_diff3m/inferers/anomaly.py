@@ -8,6 +8,7 @@ evaluations and erases small lesions more reliably. Both denoise with determinis
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
-from monai_diff3m.transforms.lung_fields import lung_field_mask
+from monai_diff3m.networks.lung_fields import LungFieldSegmenter
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: Image scores of METHOD.md §4, in report order: reference scores first, then ours.
@@ -73,11 +74,17 @@ def _minmax(images: torch.Tensor) -> torch.Tensor:
     return (images - low) / (high - low).clamp_min(1e-8)
 
 
+@functools.lru_cache(maxsize=1)
+def _lung_field_segmenter() -> LungFieldSegmenter:
+    return LungFieldSegmenter()
+
+
 def lung_masks(twin: torch.Tensor) -> torch.Tensor:
-    """Lung fields of each normal twin (N, 1, H, W) in [−1, 1]; the twin, not the input, so a lesion that fills a
-    lung cannot hide it. An image without detectable lung fields gets an all-True mask (whole-image mean)."""
-    masks = [lung_field_mask(((image[0] + 1.0) / 2.0).float().cpu().numpy()) for image in twin]
-    return torch.stack([torch.from_numpy(mask if mask.any() else ~mask) for mask in masks])[:, None].to(twin.device)
+    """Lung fields of each normal twin (N, 1, H, W), by the shipped lung-field network; the twin, not the input, so
+    a lesion that fills a lung cannot hide it. An image without lung fields gets an all-True mask (whole image)."""
+    masks = _lung_field_segmenter()(twin.float())
+    empty = ~masks.flatten(1).any(dim=1)
+    return masks | empty.view(-1, 1, 1, 1)
 
 
 def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:

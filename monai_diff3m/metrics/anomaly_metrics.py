@@ -205,6 +205,7 @@ def bootstrap_interval(
     confidence: float = 0.95,
     seed: int = 0,
     stratified: bool = True,
+    clusters=None,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of an image-level metric.
 
@@ -225,6 +226,9 @@ def bootstrap_interval(
         seed: seed of the resampling, so intervals are reproducible.
         stratified: resample abnormal and normal cases separately, keeping their counts (every resample has both
             classes). With ``False`` cases are drawn from the whole set and resamples lacking a class are skipped.
+        clusters: the patient (any hashable id) of every case. Given, whole patients are resampled with all their
+            images (a cluster bootstrap, ``stratified`` is ignored): follow-up films of one patient are not
+            independent, and an image-level bootstrap would make the interval too narrow.
 
     Raises:
         ValueError: bad labels/scores (see :func:`validate_labels_scores`), unknown metric, bad
@@ -237,6 +241,12 @@ def bootstrap_interval(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     labels, scores = validate_labels_scores(labels, scores)
+    cluster_of_case = None
+    if clusters is not None:
+        cluster_ids = np.asarray(clusters).reshape(-1)
+        if cluster_ids.size != labels.size:
+            raise ValueError(f"{cluster_ids.size} cluster ids for {labels.size} cases; lengths must match")
+        _, cluster_of_case = np.unique(cluster_ids.astype(str), return_inverse=True)
     order = np.argsort(-scores, kind="stable")
     labels, scores = labels[order], scores[order]
     threshold_ends = np.flatnonzero(np.r_[np.diff(scores) != 0, True])
@@ -247,7 +257,11 @@ def bootstrap_interval(
     values = []
     for start in range(0, num_samples, rows_per_chunk):
         rows = min(rows_per_chunk, num_samples - start)
-        if stratified:
+        if cluster_of_case is not None:
+            num_clusters = int(cluster_of_case.max()) + 1
+            drawn = _resample_counts(rng, np.arange(num_clusters), num_clusters, rows, num_clusters)
+            counts = drawn[:, cluster_of_case[order]]
+        elif stratified:
             counts = _resample_counts(rng, np.flatnonzero(positive), int(positive.sum()), rows, n)
             counts += _resample_counts(rng, np.flatnonzero(~positive), int((~positive).sum()), rows, n)
         else:
@@ -407,6 +421,7 @@ def evaluate_table(
     num_samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    patient_column: str | None = schema.PATIENT_ID,
 ) -> dict:
     """Full image-level evaluation of a score table: the JSON report written by the evaluation bundle.
 
@@ -416,6 +431,8 @@ def evaluate_table(
         label_column: see :func:`abnormal_labels` (``No Finding`` is inverted).
         groups: subgroup columns, see :func:`subgroup_metrics`.
         num_samples, confidence, seed: bootstrap settings of the AUROC/AUPRC intervals.
+        patient_column: when the table has it filled in every row, intervals resample patients (see
+            :func:`bootstrap_interval`'s ``clusters``); otherwise images, stratified by class.
 
     Returns:
         ``{"n", "n_abnormal", "label_column", "bootstrap": {...}, "scores": {column: image_metrics +
@@ -426,19 +443,27 @@ def evaluate_table(
         raise ValueError(f"score_columns must be a non-empty list of column names, got {score_columns!r}")
     _require_columns(table, score_columns, "score columns")
     labels = abnormal_labels(table, label_column)
+    clusters = None
+    if patient_column in table.columns and not table[patient_column].isna().any():
+        clusters = table[patient_column].to_numpy()
     scores: dict[str, dict] = {}
     for column in score_columns:
         values = table[column].to_numpy()
         metrics = image_metrics(labels, values, column)
         for metric in ("auroc", "auprc"):
-            interval = bootstrap_interval(labels, values, metric, num_samples, confidence, seed)
+            interval = bootstrap_interval(labels, values, metric, num_samples, confidence, seed, clusters=clusters)
             metrics[f"{metric}_interval"] = list(interval)
         scores[column] = metrics
     return {
         "n": int(labels.size),
         "n_abnormal": int(labels.sum()),
         "label_column": label_column,
-        "bootstrap": {"num_samples": num_samples, "confidence": confidence, "seed": seed, "stratified": True},
+        "bootstrap": {
+            "num_samples": num_samples,
+            "confidence": confidence,
+            "seed": seed,
+            "unit": "image (stratified)" if clusters is None else f"patient ({patient_column})",
+        },
         "scores": scores,
         "best_score": max(score_columns, key=lambda column: scores[column]["auroc"]),
         "subgroups": subgroup_metrics(table, score_columns, label_column, groups),

@@ -23,3 +23,16 @@ def test_no_lungs_gives_an_empty_mask_and_bad_shapes_an_error():
     assert not lung_field_mask(np.full((16, 16), 0.5)).any()
     with pytest.raises(ValueError, match="2-D"):
         lung_field_mask(np.zeros((1, 16, 16)))
+
+
+def test_separated_rule_finds_lungs_of_a_phantom_and_the_strict_check_is_stricter():
+    from monai_diff3m.transforms.lung_fields import plausible_lung_fields, separated_lung_fields
+
+    image = render_case(seed=0, index=3, image_size=64).image
+    mask = separated_lung_fields(image)
+    exact = lung_field_mask(image)
+    assert (mask & exact).sum() / (mask | exact).sum() > 0.7
+    small = np.zeros((64, 64), dtype=bool)
+    small[20:36, 10:20], small[20:36, 40:50] = True, True  # short lungs: 25 % of the film tall
+    assert plausible_lung_fields(small, "loose") and not plausible_lung_fields(small, "strict")
+    assert not plausible_lung_fields(small[:, :32].repeat(2, axis=1) * False)
