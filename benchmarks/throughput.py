@@ -36,23 +36,34 @@ from typing import Any
 
 import monai
 import torch
+from monai.inferers import SimpleInferer
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.engines import Diff3MLoss, Diff3MTrainingStep
 from monai_diff3m.inferers import REFERENCE_SCHEDULE, Diff3MAnomalyInferer, ScoringSchedule
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks import Diff3MUNet
+from monai_diff3m.packaged_bundle import config_files
 from monai_diff3m.transforms import ehr_group_sizes
 
 #: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (METHOD.md §2).
 SIZES: dict[str, dict[str, Any]] = {
-    "demo": {"image_size": 64, "channels": (32, 64, 64), "attention_levels": (False, False, True), "num_res_blocks": 1,
-             "num_head_channels": 32},
-    "reference": {"image_size": 256, "channels": (128, 128, 256, 256, 512, 512),
-                  "attention_levels": (False, False, False, False, True, False), "num_res_blocks": 2, "num_head_channels": 512},
+    "demo": {
+        "image_size": 64,
+        "channels": (32, 64, 64),
+        "attention_levels": (False, False, True),
+        "num_res_blocks": 1,
+        "num_head_channels": 32,
+    },
+    "reference": {
+        "image_size": 256,
+        "channels": (128, 128, 256, 256, 512, 512),
+        "attention_levels": (False, False, False, False, True, False),
+        "num_res_blocks": 2,
+        "num_head_channels": 512,
+    },
 }
 EHR_GROUPS = ["demographics", "measurements"]
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class Setting:
 
 def bundle_schedule() -> ScoringSchedule:
     """The scoring schedule ``inference.json`` (and through it ``evaluate.json``) uses by default."""
-    config = json.loads((CONFIG_DIR / "inference.json").read_text())
+    config = json.loads(Path(config_files("inference.json")[0]).read_text())
     return ScoringSchedule(config["noising"], config["noise_level"], config["num_inference_steps"])
 
 
@@ -112,10 +123,18 @@ def _peak_mib(device: torch.device) -> float:
 def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, iterations: int,
                      device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
     """Images/s of the project's training step (sample t and ε, forward, mixed loss, AdamW), after one warm-up."""
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults")
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults"
+    )
     step = Diff3MTrainingStep(scheduler, Diff3MLoss())
-    engine = SimpleNamespace(network=network, optimizer=optimizer, amp=setting.amp, non_blocking=False,
-                             state=SimpleNamespace(device=device, iteration=0))
+    engine = SimpleNamespace(
+        network=network,
+        inferer=SimpleInferer(),
+        optimizer=optimizer,
+        amp=setting.amp,
+        non_blocking=False,
+        state=SimpleNamespace(device=device, iteration=0),
+    )
     batch = random_batch(batch_size, image_size, device)
     _reset_peak(device)
     step(engine, batch)
@@ -125,19 +144,25 @@ def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, ima
         step(engine, batch)
     _synchronize(device)
     seconds = time.perf_counter() - start
-    return {"images_per_s": batch_size * iterations / seconds, "measured_batch": batch_size, "measured_iterations": iterations,
-            "peak_mib": _peak_mib(device)}
+    return {
+        "images_per_s": batch_size * iterations / seconds,
+        "measured_batch": batch_size,
+        "measured_iterations": iterations,
+        "peak_mib": _peak_mib(device),
+    }
 
 
 def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, max_evaluations: int,
                     device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
-    """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shortened and extrapolated."""
+    """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shorter and extrapolated."""
     schedule = setting.schedule
     full = schedule.evaluations
     per_direction = full // schedule.steps  # 2 for DDIM inversion (up and down), else 1
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
-    inferer = Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising)
+    inferer = Diff3MAnomalyInferer(
+        scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising
+    )
     batch = random_batch(batch_size, image_size, device)
     network.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.amp):
@@ -159,9 +184,14 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
     torch.manual_seed(0)
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
     results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "monai": monai.__version__, "ieca_mode": ieca_mode, "quick": quick, "sizes": {},
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "ieca_mode": ieca_mode,
+        "quick": quick,
+        "sizes": {},
     }
     for size in sizes:
         image_size = SIZES[size]["image_size"]
@@ -176,7 +206,9 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
             entry[setting.name] = {
                 "setting": asdict(setting),
                 "training": measure_training(network, setting, batch_size, image_size, iterations, device, scheduler),
-                "scoring": measure_scoring(network, setting, batch_size, image_size, max_evaluations, device, scheduler),
+                "scoring": measure_scoring(
+                    network, setting, batch_size, image_size, max_evaluations, device, scheduler
+                ),
             }
             del network
         entry["ratio"] = {task: entry["defaults"][task]["images_per_s"] / entry["reference"][task]["images_per_s"]
@@ -187,16 +219,22 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
 
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the results, as in benchmarks/README.md."""
-    lines = [f"device: {results['device']}; torch {results['torch']}, monai {results['monai']}, ieca_mode {results['ieca_mode']}",
-             "", "| size | setting | training img/s | scoring img/s | scoring evals/img | peak MiB (train / score) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"device: {results['device']}; torch {results['torch']}, monai {results['monai']}, "
+        f"ieca_mode {results['ieca_mode']}",
+        "",
+        "| size | setting | training img/s | scoring img/s | scoring evals/img | peak MiB (train / score) |",
+        "|---|---|---|---|---|---|",
+    ]
     for size, entry in results["sizes"].items():
         for name in ("reference", "defaults"):
             training, scoring = entry[name]["training"], entry[name]["scoring"]
             note = f" (timed {scoring['measured_evaluations']}, extrapolated)" if scoring["extrapolated"] else ""
             batch = f" (batch {training['measured_batch']})"
-            lines.append(f"| {size} | {name}{batch} | {training['images_per_s']:.3g} | {scoring['images_per_s']:.3g} | "
-                         f"{scoring['evaluations_per_image']}{note} | {training['peak_mib']:.0f} / {scoring['peak_mib']:.0f} |")
+            lines.append(
+                f"| {size} | {name}{batch} | {training['images_per_s']:.3g} | {scoring['images_per_s']:.3g} | "
+                f"{scoring['evaluations_per_image']}{note} | {training['peak_mib']:.0f} / {scoring['peak_mib']:.0f} |"
+            )
         ratio = entry["ratio"]
         lines.append(f"| {size} | ratio defaults/reference | {ratio['training']:.3g}x | {ratio['scoring']:.3g}x | | |")
     return "\n".join(lines)
@@ -206,7 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["demo", "reference"])
-    parser.add_argument("--quick", action="store_true", help="one timed iteration and at most 2 timed network evaluations")
+    parser.add_argument(
+        "--quick", action="store_true", help="one timed iteration and at most 2 timed network evaluations"
+    )
     parser.add_argument("--ieca-mode", default="spatial", choices=["spatial", "pooled", "none"])
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)

@@ -54,13 +54,13 @@ def read_csv_file(path: str | os.PathLike, description: str, dtype: dict[str, An
     except UnicodeDecodeError as error:
         raise DatasetCSVError(
             f"{description} {path} is not {encoding.upper().replace('-SIG', '')} text ({error.reason}: byte "
-            f"{error.object[error.start:error.start + 1]!r} at offset {error.start} of a block): save it as UTF-8 CSV "
-            "(a Latin-1 or Windows code page export is not read, to avoid misreading file names)"
+            f"{error.object[error.start : error.start + 1]!r} at offset {error.start} of a block): save it as "
+            "UTF-8 CSV (a Latin-1 or Windows code page export is not read, to avoid misreading file names)"
         ) from error
     except pd.errors.EmptyDataError as error:
         raise DatasetCSVError(f"{description} {path} is empty (no header)") from error
     except pd.errors.ParserError as error:
         raise DatasetCSVError(
-            f"{description} {path} is not a well-formed CSV: {str(error).strip()}. Every row needs the header's number of "
-            "comma-separated fields; quote values that contain commas"
+            f"{description} {path} is not a well-formed CSV: {str(error).strip()}. Every row needs the header's "
+            "number of comma-separated fields; quote values that contain commas"
         ) from error

@@ -28,7 +28,7 @@ def files_under(folder: str | os.PathLike, exclude: Iterable[str | os.PathLike |
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a directory")
     excluded = {Path(path).resolve() for path in exclude if path is not None}
-    files = []
+    files: list[Path] = []
     for current, folders, names in os.walk(root):
         here = Path(current)
         if here.resolve() in excluded or OUTPUT_FOLDER_MARKER in names:

@@ -41,7 +41,7 @@ def scan_inputs(
                 f"`image_dir` {image_dir} needs an `ehr_csv` keyed by path relative to it (column {schema.PATH!r})"
             )
         records, failures = scan_image_folder(image_dir, ehr_csv, exclude)
-    else:
+    elif dicom_dir is not None:
         records, failures = scan_dicom_folder(dicom_dir, exclude)
     for record in records:
         record[IMAGE_KEY] = str(record[schema.PATH])

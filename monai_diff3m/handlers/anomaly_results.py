@@ -5,21 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nibabel.spatialimages import HeaderDataError
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
 from matplotlib import colormaps
+from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from monai_diff3m.data import schema
-from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
+from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics
 from monai_diff3m.metrics.plots import save_roc_pr_curves
@@ -108,7 +108,7 @@ class AnomalyResultWriter:
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in self.failures])
 
     def _collect(self, engine: Engine) -> None:
-        output = engine.state.output
+        output = cast(dict[str, Any], engine.state.output)
         image = output["image"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
         scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
@@ -122,11 +122,16 @@ class AnomalyResultWriter:
             row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
-                row.update({f"attention[{slot}]": float(attention[index, position]) for position, slot in enumerate(self.slot_names)})
+                row.update(
+                    {
+                        f"attention[{slot}]": float(attention[index, position])
+                        for position, slot in enumerate(self.slot_names)
+                    }
+                )
             if self.write_maps:
                 name = self._unique_name(image_path)
                 affine = output.get("affine")
-                spacing = (1.0, 1.0) if affine is None else tuple(float(affine[index][axis, axis]) for axis in (0, 1))
+                spacing = (1.0, 1.0) if affine is None else (float(affine[index][0, 0]), float(affine[index][1, 1]))
                 try:
                     self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
                 except (OSError, ValueError, HeaderDataError) as error:
@@ -143,6 +148,7 @@ class AnomalyResultWriter:
                     self.masks.append(output["mask"][index, 0].float().cpu().numpy())
         self.rows.extend(rows)
         self.failures.extend(failures)
+        assert self._scores is not None and self._failures is not None, "attach() registers _start first"
         self._scores.append(rows)
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
 
@@ -155,7 +161,9 @@ class AnomalyResultWriter:
         self._used_names.add(name)
         return name
 
-    def _write_map_files(self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]) -> None:
+    def _write_map_files(
+        self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]
+    ) -> None:
         nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
         nifti_path.parent.mkdir(parents=True, exist_ok=True)
         affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
@@ -167,9 +175,12 @@ class AnomalyResultWriter:
             Image.fromarray(anomaly_overlay(image, anomaly_map)).save(temporary, format="PNG")
 
     def _write_tables(self, engine: Engine) -> None:
+        assert self._scores is not None and self._failures is not None, "attach() registers _start first"
         self._scores.promote()
         self._failures.promote()
-        logger.info("scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir)
+        logger.info(
+            "scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir
+        )
         for path, reason in self.failures:
             logger.warning("not scored: %s (%s)", path, reason)
 
@@ -183,8 +194,6 @@ class AnomalyResultWriter:
         """Keep the partial tables (every finished batch), free the folder for a rerun, and let the error through."""
         self._release(engine)
         raise error
-
-
 
 
 def anomaly_overlay(image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.6) -> np.ndarray:
@@ -234,14 +243,18 @@ class AnomalyEvaluationHandler:
         if schema.NO_FINDING not in table.columns:
             raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
         groups = [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
-        metrics = evaluate_table(table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed)
+        metrics = evaluate_table(
+            table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed
+        )
         lesion_masks = [mask for mask in self.writer.masks if mask.any()]
         if self.writer.masks and lesion_masks:
             metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
         self.metrics = metrics
         write_json_atomic(metrics, self.output_dir / METRICS_FILE)
         labels = abnormal_labels(table)
-        save_roc_pr_curves(labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / CURVES_FILE)
+        save_roc_pr_curves(
+            labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / CURVES_FILE
+        )
         if self.summary_writer is not None:
             for name, values in metrics["scores"].items():
                 for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
@@ -251,4 +264,9 @@ class AnomalyEvaluationHandler:
                     self.summary_writer.add_scalar(f"test/pixel/{metric}", value, engine.state.epoch)
             self.summary_writer.flush()
         best = metrics["best_score"]
-        logger.info("best score %s: AUROC %.3f, AUPRC %.3f", best, metrics["scores"][best]["auroc"], metrics["scores"][best]["auprc"])
+        logger.info(
+            "best score %s: AUROC %.3f, AUPRC %.3f",
+            best,
+            metrics["scores"][best]["auroc"],
+            metrics["scores"][best]["auprc"],
+        )

@@ -109,7 +109,9 @@ class OutputFolder:
             self.lock_path.unlink(missing_ok=True)
             self.held = False
 
-    def clear_previous_run(self, tables: Sequence[str], files_named_in: Sequence[str], file_columns: Iterable[str]) -> None:
+    def clear_previous_run(
+        self, tables: Sequence[str], files_named_in: Sequence[str], file_columns: Iterable[str]
+    ) -> None:
         """Remove an earlier run's ``tables`` and the files its ``files_named_in`` tables name in ``file_columns``
         (only files inside the folder), so no old table can point at a map this run overwrites."""
         root = self.path.resolve()

@@ -86,7 +86,9 @@ class EHRStatistics:
         self.std = dict(std)
 
     @classmethod
-    def fit(cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS) -> EHRStatistics:
+    def fit(
+        cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS
+    ) -> EHRStatistics:
         values: dict[str, list[float]] = {column: [] for column in columns}
         for record in records:
             for column in columns:
@@ -112,7 +114,9 @@ class EHRStatistics:
         """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"EHR statistics file {path} not found; it is written by training next to the model")
+            raise FileNotFoundError(
+                f"EHR statistics file {path} not found; it is written by training next to the model"
+            )
         remedy = "it is written by training next to the checkpoint: restore it from the training run or retrain"
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
@@ -153,7 +157,7 @@ def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str 
     return statistics
 
 
-def _record_name(record: Mapping[str, Any]) -> str:
+def _record_name(record: Mapping[Any, Any]) -> str:
     return str(record.get("source") or record.get("image") or record.get(schema.PATH) or "record")
 
 
@@ -216,7 +220,7 @@ class EncodeEHRd(MapTransform):
         record[f"{self.output_key}_missing"] = np.asarray(missing, dtype=np.float32)
         return record
 
-    def _encode_field(self, column: str, value: Any, record: Mapping[str, Any]) -> tuple[list[float], bool]:
+    def _encode_field(self, column: str, value: Any, record: Mapping[Any, Any]) -> tuple[list[float], bool]:
         if column in _CANONICAL:
             try:
                 value = _CANONICAL[column](value, repr(column))
@@ -232,7 +236,8 @@ class EncodeEHRd(MapTransform):
         if column == schema.AGE:
             if not 0.0 <= number <= schema.MAX_AGE_YEARS:
                 raise EHRValueError(
-                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, got {value!r}"
+                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, "
+                    f"got {value!r}"
                 )
             return [number / AGE_SCALE], False
         if number <= 0.0:

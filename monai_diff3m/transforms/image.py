@@ -17,6 +17,7 @@ import os
 import struct
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -65,7 +66,7 @@ def _is_bare_dicom(path: str | os.PathLike) -> bool:
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is read as DICOM: a ``.dcm``/``.dicom`` suffix, pydicom's ``DICM`` preamble check, or the
     start of a bare DICOM data set (no preamble, no suffix)."""
-    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(path) or _is_bare_dicom(path)
+    return Path(path).suffix.lower() in DICOM_SUFFIXES or is_dicom(Path(path)) or _is_bare_dicom(path)
 
 
 def read_dicom_dataset(path: str | os.PathLike, stop_before_pixels: bool = False) -> pydicom.Dataset:
@@ -75,7 +76,7 @@ def read_dicom_dataset(path: str | os.PathLike, stop_before_pixels: bool = False
     Raises:
         ImageLoadError: the file is not readable DICOM; the message names it.
     """
-    bare = os.path.isfile(path) and not is_dicom(path) and _is_bare_dicom(path)
+    bare = os.path.isfile(path) and not is_dicom(Path(path)) and _is_bare_dicom(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=bare)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, struct.error) as err:
@@ -299,7 +300,7 @@ class LoadChestXRayd(MapTransform):
     def __init__(self, keys: Hashable | Sequence[Hashable], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             path = d[key]

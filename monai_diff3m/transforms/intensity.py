@@ -60,7 +60,9 @@ class NormaliseChestXRayd(MapTransform):
                 keys, lower=lower, upper=upper, b_min=-1.0, b_max=1.0, clip=True, allow_missing_keys=allow_missing_keys
             )
         else:
-            self.transform = HistogramNormalized(keys, num_bins=256, min=-1, max=1, allow_missing_keys=allow_missing_keys)
+            self.transform = HistogramNormalized(
+                keys, num_bins=256, min=-1, max=1, allow_missing_keys=allow_missing_keys
+            )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         return dict(self.transform(data))

@@ -3,7 +3,8 @@
 A diffusion model reconstructs a blank film almost perfectly, so an all-black or all-white image scored *more
 normal* than every real normal; random noise was scored like a film. The gate measures three numbers on a fixed
 64 x 64 area-averaged view of the loaded image in [0, 1] (so the thresholds do not depend on the file's size or the
-model's ``image_size``; a side shorter than 64 is kept) and refuses an image when one is far outside what real chest films show:
+model's ``image_size``; a side shorter than 64 is kept) and refuses an image when one is far outside what real chest
+films show:
 
 - ``std`` (contrast) below :data:`MIN_STD`: constant or near-constant (blank, saturated, failed exposure);
 - ``mean`` outside :data:`MEAN_RANGE`: almost entirely black or white;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +74,9 @@ def measure_image_quality(image: torch.Tensor) -> ImageQuality:
 
 
 def quality_problem(
-    quality: ImageQuality, min_std: float = MIN_STD, mean_range: tuple[float, float] | None = MEAN_RANGE,
+    quality: ImageQuality,
+    min_std: float = MIN_STD,
+    mean_range: tuple[float, float] | None = MEAN_RANGE,
     max_roughness: float = MAX_ROUGHNESS,
 ) -> str | None:
     """Why an image with these measurements cannot be scored, or None when it passes the gate (``mean_range=None``
@@ -82,8 +86,10 @@ def quality_problem(
     if mean_range is not None and not mean_range[0] <= quality.mean <= mean_range[1]:
         return f"it is almost entirely black or white: mean intensity {quality.mean:.3f} outside {list(mean_range)}"
     if quality.roughness > max_roughness:
-        return (f"it has no anatomy-like structure: neighbour difference / std = {quality.roughness:.2f} > "
-                f"{max_roughness} (noise-like)")
+        return (
+            f"it has no anatomy-like structure: neighbour difference / std = {quality.roughness:.2f} > "
+            f"{max_roughness} (noise-like)"
+        )
     return None
 
 
@@ -123,7 +129,7 @@ class CheckImageQualityd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
         for key in self.key_iterator(dict(data)):
-            image = data[key]
+            image = cast(torch.Tensor, data[key])
             problem = quality_problem(measure_image_quality(image), self.min_std, self.mean_range, self.max_roughness)
             if problem:
                 name = image.meta.get("filename_or_obj", key) if isinstance(image, MetaTensor) else key

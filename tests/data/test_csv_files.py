@@ -47,7 +47,9 @@ def test_utf16_without_byte_order_mark_is_a_named_error(folder):
     csv = folder / "ehr.csv"
     csv.write_bytes((HEADER + ROWS).encode("utf-16-le"))
     for read in _readers(folder, csv):
-        with pytest.raises(DatasetCSVError, match=r"ehr\.csv contains NUL bytes: it is UTF-16 without a byte-order mark"):
+        with pytest.raises(
+            DatasetCSVError, match=r"ehr\.csv contains NUL bytes: it is UTF-16 without a byte-order mark"
+        ):
             read()
 
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.data.dicom import (
     DicomTagError,
     parse_dicom_age,
@@ -20,6 +19,8 @@ from monai_diff3m.data.dicom import (
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.data.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
+
+from dicom_files import write_dicom
 
 
 @pytest.mark.parametrize(
@@ -205,15 +206,23 @@ def test_scan_image_folder_never_gives_an_image_another_patients_row(tmp_path):
     patient1's film (it did: the file-name fallback took the first row and rejected the image's own)."""
     _png(tmp_path / "images" / "patient1" / "study1" / "view1_frontal.png")
     csv = tmp_path / "ehr.csv"
-    pd.DataFrame({PATH: ["patient2/study1/view1_frontal.png", "patient1/study1/view1_frontal.png"],
-                  SEX: ["Female", "Male"], AGE: [85, 25], VIEW: ["AP", "PA"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            PATH: ["patient2/study1/view1_frontal.png", "patient1/study1/view1_frontal.png"],
+            SEX: ["Female", "Male"],
+            AGE: [85, 25],
+            VIEW: ["AP", "PA"],
+        }
+    ).to_csv(csv, index=False)
 
     records, failures = scan_image_folder(tmp_path / "images", csv)
 
     assert [(r[PATH], r[SEX], r[AGE], r[VIEW]) for r in records] == [
         (str(tmp_path / "images" / "patient1" / "study1" / "view1_frontal.png"), "Male", 25, "PA")
     ]
-    assert len(failures) == 1 and failures[0][0] == str(tmp_path / "images" / "patient2" / "study1" / "view1_frontal.png")
+    assert len(failures) == 1 and failures[0][0] == str(
+        tmp_path / "images" / "patient2" / "study1" / "view1_frontal.png"
+    )
     assert "row 2" in failures[0][1] and "no image" in failures[0][1]
 
 
@@ -222,10 +231,14 @@ def test_file_name_fallback_only_when_unambiguous_and_ambiguities_name_both_path
     for relative in ("p1/s1/view1.png", "p2/s1/view1.png", "x.png", "study/y.png"):
         _png(images / relative)
     csv = tmp_path / "ehr.csv"
-    pd.DataFrame({
-        PATH: ["view1.png", "images/test/x.png", "a/y.png", "b/y.png"],
-        SEX: ["Male", "Female", "Male", "Female"], AGE: [30, 40, 50, 60], VIEW: ["PA", "AP", "PA", "AP"],
-    }).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            PATH: ["view1.png", "images/test/x.png", "a/y.png", "b/y.png"],
+            SEX: ["Male", "Female", "Male", "Female"],
+            AGE: [30, 40, 50, 60],
+            VIEW: ["PA", "AP", "PA", "AP"],
+        }
+    ).to_csv(csv, index=False)
 
     records, failures = scan_image_folder(images, csv)
 
@@ -239,21 +252,34 @@ def test_file_name_fallback_only_when_unambiguous_and_ambiguities_name_both_path
 def test_one_file_named_by_two_rows_is_not_scored_and_the_failure_names_both(tmp_path):
     _png(tmp_path / "images" / "x.png")
     csv = tmp_path / "ehr.csv"
-    pd.DataFrame({PATH: ["train/x.png", "test/x.png"], SEX: ["Male", "Female"], AGE: [30, 80], VIEW: ["PA", "AP"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {PATH: ["train/x.png", "test/x.png"], SEX: ["Male", "Female"], AGE: [30, 80], VIEW: ["PA", "AP"]}
+    ).to_csv(csv, index=False)
 
     records, failures = scan_image_folder(tmp_path / "images", csv)
 
     assert records == []
-    assert failures == [(str(tmp_path / "images" / "x.png"), f"several rows of {csv} name this image (row 2 'train/x.png', "
-                         "row 3 'test/x.png'): its EHR is ambiguous, so it is not scored; keep one row per image")]
+    assert failures == [
+        (
+            str(tmp_path / "images" / "x.png"),
+            f"several rows of {csv} name this image (row 2 'train/x.png', "
+            "row 3 'test/x.png'): its EHR is ambiguous, so it is not scored; keep one row per image",
+        )
+    ]
 
 
 def test_csv_sex_and_view_share_the_dicom_vocabulary(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         _png(tmp_path / "images" / name)
     csv = tmp_path / "ehr.csv"
-    pd.DataFrame({PATH: ["a.png", "b.png", "c.png"], SEX: ["M", " female ", "O"], AGE: [30, 40, 50],
-                  VIEW: ["ap", "AP Supine", " PA "]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            PATH: ["a.png", "b.png", "c.png"],
+            SEX: ["M", " female ", "O"],
+            AGE: [30, 40, 50],
+            VIEW: ["ap", "AP Supine", " PA "],
+        }
+    ).to_csv(csv, index=False)
 
     records, failures = scan_image_folder(tmp_path / "images", csv)
 

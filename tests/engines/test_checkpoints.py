@@ -7,7 +7,9 @@ from monai_diff3m.engines import checkpoint_metadata, load_network_weights, netw
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
 
-ARGS = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5,))
+ARGS = dict(
+    channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5,)
+)
 
 
 def _save(tmp_path, network, **metadata):

@@ -17,8 +17,7 @@ from ignite.engine import Engine
 from nibabel.spatialimages import HeaderDataError
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
-from monai_diff3m.handlers import AnomalyResultWriter
-from monai_diff3m.handlers import anomaly_results
+from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
 from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError
 from monai_diff3m.inferers import SCORE_NAMES
 
@@ -28,11 +27,18 @@ NAMES = [f"img{index}.png" for index in range(6)]
 def _batches(names=NAMES, batch_size=2):
     """Scored batches as ``AnomalyScoringStep`` returns them (values from the image index)."""
     for start in range(0, len(names), batch_size):
-        sources = names[start:start + batch_size]
+        sources = names[start : start + batch_size]
         values = torch.arange(start, start + len(sources), dtype=torch.float32)
         maps = values[:, None, None, None].expand(-1, 1, 4, 4) / 10
-        yield {"image": maps.clone(), "anomaly_map": maps.clone(), "smoothed_map": maps.clone(),
-               "scores": {name: values.clone() for name in SCORE_NAMES}, "ehr_attention": None, "source": sources, "affine": None}
+        yield {
+            "image": maps.clone(),
+            "anomaly_map": maps.clone(),
+            "smoothed_map": maps.clone(),
+            "scores": {name: values.clone() for name in SCORE_NAMES},
+            "ehr_attention": None,
+            "source": sources,
+            "affine": None,
+        }
 
 
 def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWriter:
@@ -44,7 +50,9 @@ def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWr
         return outputs[batch_index]
 
     engine = Engine(step)
-    writer = AnomalyResultWriter(output_dir, [{"source": name, "image": name} for name in names], failures=[("bad.png", "broken")])
+    writer = AnomalyResultWriter(
+        output_dir, [{"source": name, "image": name} for name in names], failures=[("bad.png", "broken")]
+    )
     writer.attach(engine)
     engine.run(range(len(outputs)), max_epochs=1)
     return writer
@@ -85,8 +93,12 @@ def test_a_second_run_into_a_folder_in_use_stops_with_a_clear_error(tmp_path):
     """Two runs into one ``--output_dir`` interleaved and the last one's ``scores.csv`` won."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        tmp_path.joinpath(LOCK_FILE).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "now"}))
-        with pytest.raises(OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} only if"):
+        tmp_path.joinpath(LOCK_FILE).write_text(
+            json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "now"})
+        )
+        with pytest.raises(
+            OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} only if"
+        ):
             _run(tmp_path)
         assert not (tmp_path / "scores.csv").exists() and (tmp_path / LOCK_FILE).exists()
     finally:

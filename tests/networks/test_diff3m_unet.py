@@ -3,7 +3,9 @@ import torch
 
 from monai_diff3m.networks import Diff3MUNet, EHRTokenizer, PooledEHRAttention
 
-SMALL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5))
+SMALL = dict(
+    channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
+)
 
 
 def _randomise_zero_initialised(net: torch.nn.Module) -> None:
@@ -15,7 +17,12 @@ def _randomise_zero_initialised(net: torch.nn.Module) -> None:
 
 def _inputs(batch: int = 2, size: int = 16):
     torch.manual_seed(0)
-    return torch.randn(batch, 1, size, size), torch.randint(0, 1000, (batch,)), torch.randn(batch, 10), torch.zeros(batch, 10)
+    return (
+        torch.randn(batch, 1, size, size),
+        torch.randint(0, 1000, (batch,)),
+        torch.randn(batch, 10),
+        torch.zeros(batch, 10),
+    )
 
 
 @pytest.mark.parametrize("mode", ["pooled", "spatial", "none"])
@@ -74,7 +81,9 @@ def test_start_pcm_stage_copies_encoder_and_freezes():
     net = Diff3MUNet(ieca_mode="pooled", use_pcm=True, **SMALL)
     net.start_pcm_stage()
     for encoder in net.pcm_encoders:
-        for (name, copied), original in zip(encoder["down_blocks"].state_dict().items(), net.unet.down_blocks.state_dict().values()):
+        for (name, copied), original in zip(
+            encoder["down_blocks"].state_dict().items(), net.unet.down_blocks.state_dict().values()
+        ):
             torch.testing.assert_close(copied, original, msg=name)
         assert all(p.requires_grad for p in encoder.parameters())
     frozen = [net.unet.conv_in, net.unet.down_blocks, net.unet.time_embed, net.image_encoder, net.image_query]
@@ -114,4 +123,6 @@ def test_pooled_attention_weights_follow_the_query():
     tokens = torch.tensor([[[10.0, 0.0, 0, 0], [0.0, 10.0, 0, 0], [1.0, 1.0, 0, 0]]])
     condition, weights = attention(torch.tensor([[10.0, 0.0, 0, 0]]), tokens)
     assert weights[0, 0] > 0.99 and weights[0, 2] == 1.0
-    torch.testing.assert_close(condition[0], weights[0, 0] * tokens[0, 0] + weights[0, 1] * tokens[0, 1] + tokens[0, 2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        condition[0], weights[0, 0] * tokens[0, 0] + weights[0, 1] * tokens[0, 1] + tokens[0, 2], atol=1e-5, rtol=0
+    )

@@ -91,7 +91,9 @@ def test_measurements_need_statistics():
 def test_sex_and_view_spellings_encode_like_the_schema_values(sex, view):
     """CSV readers rejected ``M`` and lower case while the DICOM reader accepted them: one vocabulary now."""
     expected = EncodeEHRd(statistics=STATS)({**RECORD, schema.SEX: "Male", schema.VIEW: "AP"})["ehr"]
-    np.testing.assert_array_equal(EncodeEHRd(statistics=STATS)({**RECORD, schema.SEX: sex, schema.VIEW: view})["ehr"], expected)
+    np.testing.assert_array_equal(
+        EncodeEHRd(statistics=STATS)({**RECORD, schema.SEX: sex, schema.VIEW: view})["ehr"], expected
+    )
 
 
 def test_unknown_or_other_sex_is_missing_not_an_error():

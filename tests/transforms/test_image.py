@@ -12,8 +12,15 @@ from monai.data import MetaTensor
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from monai_diff3m.transforms.image import (
+    MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    LoadChestXRayd,
+    is_dicom_file,
+    read_chest_xray,
+)
+
 from dicom_files import RAMP, write_dicom
-from monai_diff3m.transforms.image import MAX_IMAGE_PIXELS, ImageLoadError, LoadChestXRayd, is_dicom_file, read_chest_xray
 
 
 def load(path):
@@ -184,14 +191,22 @@ def test_dicom_voi_window_and_presentation_lut_give_the_displayed_film(tmp_path)
     inverted pixels with Presentation LUT Shape INVERSE; and a VOI LUT Sequence preferred over a misleading window."""
     plain = load(write_dicom(tmp_path / "plain.dcm"))
     offset = RAMP.astype(np.uint16) + 10000
-    windowed = load(write_dicom(tmp_path / "window.dcm", pixels=offset, bits_stored=16,
-                                WindowCenter=[12048, 500], WindowWidth=[4096, 100]))
-    inverse = load(write_dicom(tmp_path / "inverse.dcm", pixels=(4095 - RAMP).astype(np.uint16), PresentationLUTShape="INVERSE"))
+    windowed = load(
+        write_dicom(
+            tmp_path / "window.dcm", pixels=offset, bits_stored=16, WindowCenter=[12048, 500], WindowWidth=[4096, 100]
+        )
+    )
+    inverse = load(
+        write_dicom(tmp_path / "inverse.dcm", pixels=(4095 - RAMP).astype(np.uint16), PresentationLUTShape="INVERSE")
+    )
     lut = Dataset()
     lut.add_new(0x00283002, "US", [4096, 10000, 12])
     lut.add_new(0x00283006, "US", list(range(4096)))
-    with_lut = load(write_dicom(tmp_path / "lut.dcm", pixels=offset, bits_stored=16, VOILUTSequence=[lut],
-                                WindowCenter=500, WindowWidth=100))
+    with_lut = load(
+        write_dicom(
+            tmp_path / "lut.dcm", pixels=offset, bits_stored=16, VOILUTSequence=[lut], WindowCenter=500, WindowWidth=100
+        )
+    )
 
     np.testing.assert_allclose(_display(plain), RAMP / 4095.0, atol=1e-6)
     for image in (windowed, inverse, with_lut):
@@ -200,8 +215,15 @@ def test_dicom_voi_window_and_presentation_lut_give_the_displayed_film(tmp_path)
 
 def test_dicom_window_clips_outside_and_monochrome1_inverts_after_the_window(tmp_path):
     narrow = load(write_dicom(tmp_path / "narrow.dcm", WindowCenter=2048, WindowWidth=1024))
-    inverted = load(write_dicom(tmp_path / "m1.dcm", WindowCenter=2048, WindowWidth=1024, PhotometricInterpretation="MONOCHROME1",
-                                PresentationLUTShape="INVERSE"))
+    inverted = load(
+        write_dicom(
+            tmp_path / "m1.dcm",
+            WindowCenter=2048,
+            WindowWidth=1024,
+            PhotometricInterpretation="MONOCHROME1",
+            PresentationLUTShape="INVERSE",
+        )
+    )
     assert _display(narrow)[RAMP <= 1535].max() == 0.0 and _display(narrow)[RAMP > 2560].min() == 1.0
     np.testing.assert_allclose(_display(inverted), 1.0 - _display(narrow), atol=1e-6)  # INVERSE is MONOCHROME1's own
 
@@ -238,11 +260,14 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
 
 def _png_header(path, width: int, height: int) -> None:
     """A PNG whose header declares ``width`` x ``height`` (no pixel data needed: the size check reads the header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("width, height", [(20000, 10000), (9000, 9000)])

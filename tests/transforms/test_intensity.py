@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.transforms import LoadChestXRayd, NormaliseChestXRayd
+
+from dicom_files import write_dicom
 
 FILM = Path(__file__).resolve().parents[1] / "data" / "nih64" / "images" / "00000097_000.png"
 

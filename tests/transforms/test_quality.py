@@ -29,10 +29,18 @@ def _gate(path: Path) -> dict:
         ("black", np.zeros((256, 256), np.uint8), r"\(near-\)constant: std 0\.0000"),
         ("white", np.full((256, 256), 255, np.uint8), r"\(near-\)constant: std 0\.0000"),
         ("faint", np.pad(np.full((64, 64), 128, np.uint8), 8, constant_values=130), r"\(near-\)constant"),
-        ("saturated", np.pad(np.zeros((6, 6), np.uint8), 29, constant_values=255), r"almost entirely black or white: mean"),
+        (
+            "saturated",
+            np.pad(np.zeros((6, 6), np.uint8), 29, constant_values=255),
+            r"almost entirely black or white: mean",
+        ),
         ("uniform_noise", np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8), r"noise-like"),
         ("small_noise", np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8), r"noise-like"),
-        ("gaussian_noise", np.clip(128 + 60 * np.random.default_rng(1).standard_normal((128, 128)), 0, 255).astype(np.uint8), r"noise-like"),
+        (
+            "gaussian_noise",
+            np.clip(128 + 60 * np.random.default_rng(1).standard_normal((128, 128)), 0, 255).astype(np.uint8),
+            r"noise-like",
+        ),
     ],
 )
 def test_unusable_images_are_refused_with_the_file_and_the_measure(tmp_path, name, pixels, reason):
@@ -47,7 +55,10 @@ def test_normalising_intensity_modes_accept_a_dark_12_bit_film_but_not_a_constan
     film = render_case(seed=3, index=0, image_size=64).image
     Image.fromarray((film * 4095).round().astype(np.uint16)).save(tmp_path / "twelve_bit.png")
     Image.fromarray(np.full((64, 64), 2000, np.uint16)).save(tmp_path / "constant.png")
-    loaded = {name: LoadChestXRayd(keys="image")({"image": str(tmp_path / f"{name}.png")}) for name in ("twelve_bit", "constant")}
+    loaded = {
+        name: LoadChestXRayd(keys="image")({"image": str(tmp_path / f"{name}.png")})
+        for name in ("twelve_bit", "constant")
+    }
 
     with pytest.raises(ImageQualityError, match="near-"):
         GATE(loaded["twelve_bit"])
@@ -61,7 +72,9 @@ def test_normalising_intensity_modes_accept_a_dark_12_bit_film_but_not_a_constan
 def test_phantoms_pass_the_gate_at_every_size_with_every_lesion():
     for size in (32, 64, 128):
         for index, lesion in enumerate((None, *LESION_TYPES)):
-            image = MetaTensor(torch.from_numpy(render_case(seed=3, index=index, image_size=size, lesion=lesion).image)[None])
+            image = MetaTensor(
+                torch.from_numpy(render_case(seed=3, index=index, image_size=size, lesion=lesion).image)[None]
+            )
             assert GATE({"image": image})["image"] is image
 
 
