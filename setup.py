@@ -11,6 +11,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["monai_diff3m", "monai_diff3m.*", "preprocessing", "preprocessing.*"]),
+    # the bundle (monai_diff3m/bundle links to bundles/diff3m) and the lung-field weights the scores need, so the
+    # main job finds them after any install
+    package_data={"monai_diff3m": ["bundle/LICENSE", "bundle/configs/*", "bundle/docs/*", "networks/*.pt"]},
     install_requires=[
         "torch>=2.1",
         "monai[fire,einops]>=1.6,<1.7",
@@ -24,8 +27,9 @@ setup(
         "pillow",
         "tensorboard",
         "matplotlib",
+        "tqdm",
     ],
-    extras_require={"dev": ["pytest"]},
+    extras_require={"dev": ["pytest", "ruff", "mypy"]},
     entry_points={
         "console_scripts": [
             "diff3m-phantoms=monai_diff3m.data.phantoms:main",

@@ -34,7 +34,11 @@ def montage_pages(films: np.ndarray, masks: np.ndarray, found: np.ndarray, folde
     pages = []
     for start in range(0, len(films), TILES_PER_PAGE):
         tiles = []
-        for film, mask, ok in zip(films[start : start + TILES_PER_PAGE], masks[start : start + TILES_PER_PAGE], found[start : start + TILES_PER_PAGE]):
+        for film, mask, ok in zip(
+            films[start : start + TILES_PER_PAGE],
+            masks[start : start + TILES_PER_PAGE],
+            found[start : start + TILES_PER_PAGE],
+        ):
             rgb = np.repeat(film[..., None], 3, axis=-1)
             rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array([1.0, 0.0, 0.0] if ok else [0.0, 0.0, 1.0])
             tiles.append(rgb)
@@ -43,7 +47,9 @@ def montage_pages(films: np.ndarray, masks: np.ndarray, found: np.ndarray, folde
         rows = [np.concatenate(tiles[i : i + TILES_PER_ROW], axis=1) for i in range(0, len(tiles), TILES_PER_ROW)]
         page = (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)
         path = folder / f"lung_fields_{start // TILES_PER_PAGE + 1:02d}.png"
-        Image.fromarray(page).resize((page.shape[1] * scale, page.shape[0] * scale), Image.NEAREST).save(path)
+        Image.fromarray(page).resize((page.shape[1] * scale, page.shape[0] * scale), Image.Resampling.NEAREST).save(
+            path
+        )
         pages.append(path)
     return pages
 
@@ -56,7 +62,9 @@ def main() -> dict:
     args = parser.parse_args()
     table = pd.read_csv(args.dataset_csv, dtype={schema.PATH: str})
     root = Path(args.image_root) if args.image_root else Path(args.dataset_csv).parent
-    films = torch.stack([normalise_for_lung_fields(read_chest_xray(root / path).as_tensor()[None])[0] for path in table[schema.PATH]])
+    films = torch.stack(
+        [normalise_for_lung_fields(read_chest_xray(root / path).as_tensor()[None])[0] for path in table[schema.PATH]]
+    )
     masks = torch.cat([LungFieldSegmenter()(batch) for batch in films.split(128)])[:, 0].numpy()
     found = np.array([plausible_lung_fields(mask) for mask in masks])
     rule_found = np.array([plausible_lung_fields(lung_field_mask(film[0].numpy())) for film in films])

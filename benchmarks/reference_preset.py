@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,14 @@ CONFIG_DIR = REPO_ROOT / "bundles" / "diff3m" / "configs"
 #: Steps excluded from the rate: CUDA initialisation, cuDNN autotuning and the first allocations.
 WARMUP_STEPS = 5
 #: The paper's 256x256 network comes from reference.json; ``--tiny`` replaces it by this one.
-TINY = {"image_size": 32, "network_args#channels": [16, 32], "network_args#attention_levels": [False, True],
-        "network_args#num_res_blocks": 1, "network_args#num_head_channels": 16, "network_args#norm_num_groups": 16}
+TINY = {
+    "image_size": 32,
+    "network_args#channels": [16, 32],
+    "network_args#attention_levels": [False, True],
+    "network_args#num_res_blocks": 1,
+    "network_args#num_head_channels": 16,
+    "network_args#norm_num_groups": 16,
+}
 #: The authors' global batch: 3 per GPU on 8 GPUs.
 GLOBAL_BATCH = 24
 
@@ -104,45 +109,82 @@ def _train(configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
     timed = stamps[WARMUP_STEPS:] if len(stamps) > WARMUP_STEPS + 1 else stamps
     steps_per_s = (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else None
     return {
-        "steps": len(stamps), "batch": batch, "timed_steps": len(timed) - 1, "steps_per_s": steps_per_s,
-        "images_per_s": None if steps_per_s is None else steps_per_s * batch, "peak_mib": _peak_mib(),
-        "wall_s_including_data_and_validation": round(wall, 1), "first_loss": losses[0], "last_loss": losses[-1],
+        "steps": len(stamps),
+        "batch": batch,
+        "timed_steps": len(timed) - 1,
+        "steps_per_s": steps_per_s,
+        "images_per_s": None if steps_per_s is None else steps_per_s * batch,
+        "peak_mib": _peak_mib(),
+        "wall_s_including_data_and_validation": round(wall, 1),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
     }
 
 
 def train(root: Path, tiny: bool) -> dict[str, Any]:
     settings = _settings(tiny)
-    common = {"bundle_root": str(root), "phantoms": _phantoms(settings["size"], settings["num_train"]), **settings["overrides"]}
+    common = {
+        "bundle_root": str(root),
+        "phantoms": _phantoms(settings["size"], settings["num_train"]),
+        **settings["overrides"],
+    }
     started = time.perf_counter()
     stage1_steps, stage2_steps, _ = settings["steps"]
     stage1 = _train(_configs("train.json", "reference.json"), {**common, **_one_epoch(stage1_steps)})
     stage2 = _train(_configs("train.json", "reference.json", "train_pcm.json"), {**common, **_one_epoch(stage2_steps)})
-    return {"image_size": settings["size"], "train_images": settings["num_train"], "stage1": stage1, "stage2": stage2,
-            "total_wall_s": round(time.perf_counter() - started, 1)}
+    return {
+        "image_size": settings["size"],
+        "train_images": settings["num_train"],
+        "stage1": stage1,
+        "stage2": stage2,
+        "total_wall_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def score(root: Path, tiny: bool) -> dict[str, Any]:
     """Reference scoring of the 8 test phantoms in batches of 4; the second batch is timed (the first warms up)."""
     noise_level = 6 if tiny else 21
-    workflow = ConfigWorkflow(config_file=_configs("evaluate.json", "reference_scoring.json"), run_id="evaluating",
-                              workflow_type=None, bundle_root=str(root), noise_level=noise_level, batch_size=4,
-                              num_bootstrap=10, output_dir=str(root / "eval" / "reference"))
+    configs = _configs("inference.json", "evaluate.json", "reference_scoring.json")
+    workflow = ConfigWorkflow(
+        config_file=configs,
+        run_id="evaluating",
+        workflow_type=None,
+        bundle_root=str(root),
+        noise_level=noise_level,
+        batch_size=4,
+        num_bootstrap=10,
+        output_dir=str(root / "eval" / "reference"),
+    )
     workflow.initialize()
     evaluator = workflow.parser.get_parsed_content("evaluator")
     inferer = workflow.parser.get_parsed_content("inferer")
     evaluations = len(inferer.inversion_steps) + len(inferer.denoising_steps)
     spans: list[float] = []
-    evaluator.add_event_handler(Events.ITERATION_STARTED, lambda engine: (_synchronize(), spans.append(-time.perf_counter())))
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (_synchronize(), spans.append(spans.pop() + time.perf_counter())))
+
+    def started(engine) -> None:
+        _synchronize()
+        spans.append(-time.perf_counter())
+
+    def completed(engine) -> None:
+        _synchronize()
+        spans.append(spans.pop() + time.perf_counter())
+
+    evaluator.add_event_handler(Events.ITERATION_STARTED, started)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, completed)
     _reset_peak()
     workflow.run()
     workflow.finalize()
     seconds_per_image = spans[-1] / 4
     full = 2 * (400 - 1)
-    return {"noise_level": noise_level, "evaluations_per_image": evaluations, "batch": 4,
-            "seconds_per_evaluation_per_image": seconds_per_image / evaluations,
-            "reference_seconds_per_image": seconds_per_image / evaluations * full, "reference_evaluations_per_image": full,
-            "peak_mib": _peak_mib()}
+    return {
+        "noise_level": noise_level,
+        "evaluations_per_image": evaluations,
+        "batch": 4,
+        "seconds_per_evaluation_per_image": seconds_per_image / evaluations,
+        "reference_seconds_per_image": seconds_per_image / evaluations * full,
+        "reference_evaluations_per_image": full,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def batch(root: Path, tiny: bool) -> dict[str, Any]:
@@ -150,9 +192,15 @@ def batch(root: Path, tiny: bool) -> dict[str, Any]:
     settings = _settings(tiny)
     phantoms = root / "data" / "phantoms"
     size = 4 if tiny else GLOBAL_BATCH
-    overrides = {"bundle_root": str(root / "global_batch"), "train_csv": str(phantoms / "train.csv"),
-                 "val_csv": str(phantoms / "valid.csv"), "image_root": str(phantoms), "batch_size": size,
-                 **_one_epoch(settings["steps"][2]), **settings["overrides"]}
+    overrides = {
+        "bundle_root": str(root / "global_batch"),
+        "train_csv": str(phantoms / "train.csv"),
+        "val_csv": str(phantoms / "valid.csv"),
+        "image_root": str(phantoms),
+        "batch_size": size,
+        **_one_epoch(settings["steps"][2]),
+        **settings["overrides"],
+    }
     return {"global_batch": _train(_configs("train.json", "reference.json"), overrides)}
 
 
@@ -165,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     args.output = args.output.resolve()
     root = (args.root or args.output.parent / "reference_preset_bundle").resolve()
-    os.chdir(REPO_ROOT)  # the scoring configs refer to each other by paths from the repository root
     result = {"train": train, "score": score, "batch": batch}[args.part](root, args.tiny)
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     results.setdefault("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")

@@ -11,8 +11,9 @@ Two settings, each at two network sizes (``--sizes``):
 
 Both settings use the same network (``--ieca-mode``, default the project's ``spatial``, without PCM branches), so
 their ratio measures the speed settings alone; the authors' full network (pooled IECA with PCM branches, about 3
-times the cost of one evaluation) is timed by ``benchmarks/gpu_check.sh``, which trains the reference preset. Every network evaluation of a scoring run costs the same whatever the stride, so a long
-schedule is timed on a few evaluations and extrapolated to the full count; the JSON says when (``extrapolated``).
+times the cost of one evaluation) is timed by ``benchmarks/gpu_check.sh``, which trains the reference preset.
+Every network evaluation of a scoring run costs the same whatever the stride, so a long schedule is timed on a few
+evaluations and extrapolated to the full count; the JSON says when (``extrapolated``).
 With ``--quick`` (or on CPU at the 256x256 size) iterations and evaluations are few and the batch may be capped;
 the JSON records what was measured (``measured_batch``, ``measured_evaluations``).
 
@@ -38,23 +39,34 @@ from typing import Any
 
 import monai
 import torch
+from monai.inferers import SimpleInferer
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.engines import Diff3MLoss, Diff3MTrainingStep
 from monai_diff3m.inferers import REFERENCE_SCHEDULE, Diff3MAnomalyInferer, ScoringSchedule
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks import Diff3MUNet
+from monai_diff3m.packaged_bundle import config_files
 from monai_diff3m.transforms import ehr_group_sizes
 
 #: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (docs/method.md §2).
 SIZES: dict[str, dict[str, Any]] = {
-    "demo": {"image_size": 64, "channels": (32, 64, 64), "attention_levels": (False, False, True), "num_res_blocks": 1,
-             "num_head_channels": 32},
-    "reference": {"image_size": 256, "channels": (128, 128, 256, 256, 512, 512),
-                  "attention_levels": (False, False, False, False, True, False), "num_res_blocks": 2, "num_head_channels": 512},
+    "demo": {
+        "image_size": 64,
+        "channels": (32, 64, 64),
+        "attention_levels": (False, False, True),
+        "num_res_blocks": 1,
+        "num_head_channels": 32,
+    },
+    "reference": {
+        "image_size": 256,
+        "channels": (128, 128, 256, 256, 512, 512),
+        "attention_levels": (False, False, False, False, True, False),
+        "num_res_blocks": 2,
+        "num_head_channels": 512,
+    },
 }
 EHR_GROUPS = ["demographics", "measurements"]
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class Setting:
 
 def bundle_schedule() -> ScoringSchedule:
     """The scoring schedule ``inference.json`` (and through it ``evaluate.json``) uses by default."""
-    config = json.loads((CONFIG_DIR / "inference.json").read_text())
+    config = json.loads(Path(config_files("inference.json")[0]).read_text())
     return ScoringSchedule(config["noising"], config["noise_level"], config["num_inference_steps"])
 
 
@@ -81,8 +93,15 @@ def settings(device: torch.device) -> tuple[Setting, Setting]:
 
 def build_network(size: str, ieca_mode: str, device: torch.device) -> Diff3MUNet:
     args = {key: value for key, value in SIZES[size].items() if key != "image_size"}
-    network = Diff3MUNet(spatial_dims=2, in_channels=1, out_channels=1, norm_num_groups=32, ieca_mode=ieca_mode,
-                         ehr_group_sizes=ehr_group_sizes(EHR_GROUPS), **args)
+    network = Diff3MUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        norm_num_groups=32,
+        ieca_mode=ieca_mode,
+        ehr_group_sizes=ehr_group_sizes(EHR_GROUPS),
+        **args,
+    )
     return network.to(device)
 
 
@@ -111,13 +130,28 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
-def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, iterations: int,
-                     device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
+def measure_training(
+    network: Diff3MUNet,
+    setting: Setting,
+    batch_size: int,
+    image_size: int,
+    iterations: int,
+    device: torch.device,
+    scheduler: DDPMScheduler,
+) -> dict[str, Any]:
     """Images/s of the project's training step (sample t and ε, forward, mixed loss, AdamW), after one warm-up."""
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults")
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults"
+    )
     step = Diff3MTrainingStep(scheduler, Diff3MLoss())
-    engine = SimpleNamespace(network=network, optimizer=optimizer, amp=setting.amp, non_blocking=False,
-                             state=SimpleNamespace(device=device, iteration=0))
+    engine = SimpleNamespace(
+        network=network,
+        inferer=SimpleInferer(),
+        optimizer=optimizer,
+        amp=setting.amp,
+        non_blocking=False,
+        state=SimpleNamespace(device=device, iteration=0),
+    )
     batch = random_batch(batch_size, image_size, device)
     _reset_peak(device)
     step(engine, batch)
@@ -127,34 +161,54 @@ def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, ima
         step(engine, batch)
     _synchronize(device)
     seconds = time.perf_counter() - start
-    return {"images_per_s": batch_size * iterations / seconds, "measured_batch": batch_size, "measured_iterations": iterations,
-            "peak_mib": _peak_mib(device)}
+    return {
+        "images_per_s": batch_size * iterations / seconds,
+        "measured_batch": batch_size,
+        "measured_iterations": iterations,
+        "peak_mib": _peak_mib(device),
+    }
 
 
-def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, max_evaluations: int,
-                    device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
-    """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shortened and extrapolated."""
+def measure_scoring(
+    network: Diff3MUNet,
+    setting: Setting,
+    batch_size: int,
+    image_size: int,
+    max_evaluations: int,
+    device: torch.device,
+    scheduler: DDPMScheduler,
+) -> dict[str, Any]:
+    """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shorter and extrapolated."""
     schedule = setting.schedule
     full = schedule.evaluations
     per_direction = 2 if schedule.noising == "ddim_inversion" else 1  # up and down, or down only
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
     # timed on a strided schedule with the same noising: every evaluation costs the same whatever the indexing
-    inferer = Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising)
+    inferer = Diff3MAnomalyInferer(
+        scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising
+    )
     batch = random_batch(batch_size, image_size, device)
     network.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.amp):
         _reset_peak(device)
         Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=1, noising=schedule.noising)(
-            batch["image"], network, batch["ehr"], batch["ehr_missing"])  # warm-up
+            batch["image"], network, batch["ehr"], batch["ehr_missing"]
+        )  # warm-up
         _synchronize(device)
         start = time.perf_counter()
         inferer(batch["image"], network, batch["ehr"], batch["ehr_missing"])
         _synchronize(device)
         seconds = time.perf_counter() - start
     seconds_per_image = seconds / batch_size * full / measured
-    return {"images_per_s": 1.0 / seconds_per_image, "measured_batch": batch_size, "evaluations_per_image": full,
-            "measured_evaluations": measured, "extrapolated": measured < full, "peak_mib": _peak_mib(device)}
+    return {
+        "images_per_s": 1.0 / seconds_per_image,
+        "measured_batch": batch_size,
+        "evaluations_per_image": full,
+        "measured_evaluations": measured,
+        "extrapolated": measured < full,
+        "peak_mib": _peak_mib(device),
+    }
 
 
 def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> dict[str, Any]:
@@ -162,9 +216,14 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
     torch.manual_seed(0)
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
     results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "monai": monai.__version__, "ieca_mode": ieca_mode, "quick": quick, "sizes": {},
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "ieca_mode": ieca_mode,
+        "quick": quick,
+        "sizes": {},
     }
     for size in sizes:
         image_size = SIZES[size]["image_size"]
@@ -179,27 +238,37 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
             entry[setting.name] = {
                 "setting": asdict(setting),
                 "training": measure_training(network, setting, batch_size, image_size, iterations, device, scheduler),
-                "scoring": measure_scoring(network, setting, batch_size, image_size, max_evaluations, device, scheduler),
+                "scoring": measure_scoring(
+                    network, setting, batch_size, image_size, max_evaluations, device, scheduler
+                ),
             }
             del network
-        entry["ratio"] = {task: entry["defaults"][task]["images_per_s"] / entry["reference"][task]["images_per_s"]
-                          for task in ("training", "scoring")}
+        entry["ratio"] = {
+            task: entry["defaults"][task]["images_per_s"] / entry["reference"][task]["images_per_s"]
+            for task in ("training", "scoring")
+        }
         results["sizes"][size] = entry
     return results
 
 
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the results, as in benchmarks/README.md."""
-    lines = [f"device: {results['device']}; torch {results['torch']}, monai {results['monai']}, ieca_mode {results['ieca_mode']}",
-             "", "| size | setting | training img/s | scoring img/s | scoring evals/img | peak MiB (train / score) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"device: {results['device']}; torch {results['torch']}, monai {results['monai']}, "
+        f"ieca_mode {results['ieca_mode']}",
+        "",
+        "| size | setting | training img/s | scoring img/s | scoring evals/img | peak MiB (train / score) |",
+        "|---|---|---|---|---|---|",
+    ]
     for size, entry in results["sizes"].items():
         for name in ("reference", "defaults"):
             training, scoring = entry[name]["training"], entry[name]["scoring"]
             note = f" (timed {scoring['measured_evaluations']}, extrapolated)" if scoring["extrapolated"] else ""
             batch = f" (batch {training['measured_batch']})"
-            lines.append(f"| {size} | {name}{batch} | {training['images_per_s']:.3g} | {scoring['images_per_s']:.3g} | "
-                         f"{scoring['evaluations_per_image']}{note} | {training['peak_mib']:.0f} / {scoring['peak_mib']:.0f} |")
+            lines.append(
+                f"| {size} | {name}{batch} | {training['images_per_s']:.3g} | {scoring['images_per_s']:.3g} | "
+                f"{scoring['evaluations_per_image']}{note} | {training['peak_mib']:.0f} / {scoring['peak_mib']:.0f} |"
+            )
         ratio = entry["ratio"]
         lines.append(f"| {size} | ratio defaults/reference | {ratio['training']:.3g}x | {ratio['scoring']:.3g}x | | |")
     return "\n".join(lines)
@@ -209,7 +278,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["demo", "reference"])
-    parser.add_argument("--quick", action="store_true", help="one timed iteration and at most 2 timed network evaluations")
+    parser.add_argument(
+        "--quick", action="store_true", help="one timed iteration and at most 2 timed network evaluations"
+    )
     parser.add_argument("--ieca-mode", default="spatial", choices=["spatial", "pooled", "none"])
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Train and evaluate Diff3M, the image-only diffusion baseline and an EHR-only classifier on one split; print one table.
+"""Train and evaluate Diff3M, the image-only diffusion baseline and an EHR-only classifier on one split; one table.
 
 This is the project's main job (the README's first command). With no dataset it generates the phantom dataset; with
 ``--dataset-csv`` (any labelled CheXpert-style CSV: ``Path, Sex, Age, AP/PA, No Finding`` and a patient column or
@@ -36,11 +36,11 @@ from monai.bundle import run
 
 from monai_diff3m.data import schema
 from monai_diff3m.data.splits import write_patient_splits
+from monai_diff3m.engines.checkpoints import checkpoint_name
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, image_metrics
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRNormalisedScore
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
+from monai_diff3m.packaged_bundle import config_files
 
 #: Methods of the comparison: display name -> bundle overrides (the ablation axes of the method's evaluation).
 METHODS: dict[str, dict[str, Any]] = {
@@ -72,7 +72,9 @@ def phantom_dataset(bundle_root: str) -> Dataset:
     return Dataset("phantoms", {split: str(folder / f"{split}.csv") for split in ("train", "valid", "test")})
 
 
-def csv_dataset(csv_path: str, image_root: str | None, bundle_root: str, split_seed: int, image_size: int | None) -> Dataset:
+def csv_dataset(
+    csv_path: str, image_root: str | None, bundle_root: str, split_seed: int, image_size: int | None
+) -> Dataset:
     """A patient-level split of ``csv_path`` written under ``<bundle_root>/data/<name>_split<seed>``.
 
     The EHR groups follow the CSV: demographics always, the MIMIC measurements when it has all their columns.
@@ -82,14 +84,19 @@ def csv_dataset(csv_path: str, image_root: str | None, bundle_root: str, split_s
     columns = pd.read_csv(csv_path, nrows=0).columns
     groups = ["demographics"] + (["measurements"] if set(schema.MIMIC_EHR_COLUMNS) <= set(columns) else [])
     root = image_root or str(Path(csv_path).parent)
-    train = {"train_csv": str(csvs["train"]), "val_csv": str(csvs["valid"]), "image_root": root, "ehr_groups": groups}
+    train: dict[str, Any] = {
+        "train_csv": str(csvs["train"]),
+        "val_csv": str(csvs["valid"]),
+        "image_root": root,
+        "ehr_groups": groups,
+    }
     if image_size is not None:
         train["image_size"] = image_size
     return Dataset(name, {split: str(path) for split, path in csvs.items()}, train, {"image_root": root})
 
 
 def run_method(
-    overrides: Mapping[str, Any], dataset: Dataset, seed: int, common: Mapping[str, Any], config_dir: Path = CONFIG_DIR
+    overrides: Mapping[str, Any], dataset: Dataset, seed: int, common: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Train one method, choose its image score on validation, and evaluate the test split.
 
@@ -101,13 +108,20 @@ def run_method(
     bundle_root = Path(settings["bundle_root"])
     run_dir = f"{dataset.name}/seed{seed}"
     ckpt_dir = str(bundle_root / "models" / run_dir)
-    eval_dir = bundle_root / "eval" / run_dir / f"diff3m_{mode}"
-    scoring = {"bundle_root": str(bundle_root), "ckpt_dir": ckpt_dir, "ieca_mode": mode, "seed": seed, **dataset.score_overrides}
+    name = checkpoint_name(mode)
+    eval_dir = bundle_root / "eval" / run_dir / name
+    scoring = {
+        "bundle_root": str(bundle_root),
+        "ckpt_dir": ckpt_dir,
+        "ieca_mode": mode,
+        "seed": seed,
+        **dataset.score_overrides,
+    }
     started = time.perf_counter()
-    run("training", config_file=str(config_dir / "train.json"), ckpt_dir=ckpt_dir, run_name=f"{run_dir}/diff3m_{mode}", **settings)
+    run("training", config_file=config_files("train.json"), ckpt_dir=ckpt_dir, run_name=f"{run_dir}/{name}", **settings)
     trained = time.perf_counter()
     for split in ("valid", "test"):
-        run("evaluating", config_file=str(config_dir / "evaluate.json"), test_csv=dataset.csvs[split],
+        run("evaluating", config_file=config_files("inference.json", "evaluate.json"), test_csv=dataset.csvs[split],
             output_dir=str(eval_dir / split), **scoring)
     tested = time.perf_counter()
     validation = json.loads((eval_dir / "valid" / "metrics.json").read_text())
@@ -126,7 +140,9 @@ def ehr_columns_of(ehr_groups: Sequence[str]) -> list[str]:
     return columns + (list(schema.MIMIC_EHR_COLUMNS) if "measurements" in ehr_groups else [])
 
 
-def ehr_only_metrics(valid: pd.DataFrame, test: pd.DataFrame, columns: Sequence[str], num_bootstrap: int, seed: int) -> dict[str, Any]:
+def ehr_only_metrics(
+    valid: pd.DataFrame, test: pd.DataFrame, columns: Sequence[str], num_bootstrap: int, seed: int
+) -> dict[str, Any]:
     """The EHR-only row: logistic regression fitted on the validation split, evaluated on the test split."""
     classifier = DemographicsClassifier(columns).fit(valid, abnormal_labels(valid))
     test = test.assign(**{EHR_ONLY_SCORE: classifier.predict(test)})
@@ -151,7 +167,9 @@ def normalised_metrics(
     return metrics
 
 
-def finding_metrics(scores: pd.DataFrame, test_csv: str, image_root: str | None, score: str) -> dict[str, dict[str, float]]:
+def finding_metrics(
+    scores: pd.DataFrame, test_csv: str, image_root: str | None, score: str
+) -> dict[str, dict[str, float]]:
     """AUROC of ``score`` for each finding against all normal test films (``Finding`` split at ``|``, or ``Lesion``)."""
     table = pd.read_csv(test_csv, dtype={schema.PATH: str})
     column = next((name for name in FINDING_COLUMNS if name in table.columns), None)
@@ -195,8 +213,10 @@ def seed_spread(aurocs: Sequence[float]) -> str:
 def comparison_table(results: Mapping[str, Mapping[str, Any]], score: str | None = None) -> str:
     """A plain-text table of test metrics, one row per method, for ``score`` or each method's validated score."""
     spread = any(len(metrics.get("seed_auroc", [])) > 1 for metrics in results.values())
-    header = (f"{'method':<44} {'score':<28} {'AUROC [95% CI]':<22} {'AUPRC [95% CI]':<22} {'best F1':>8} {'pixel AUROC':>12}"
-              + ("  AUROC over seeds" if spread else ""))
+    header = (
+        f"{'method':<44} {'score':<28} {'AUROC [95% CI]':<22} {'AUPRC [95% CI]':<22} {'best F1':>8} {'pixel AUROC':>12}"
+        + ("  AUROC over seeds" if spread else "")
+    )
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
         chosen = score if score in metrics["scores"] else metrics["selected_score"]
@@ -231,7 +251,9 @@ def compare(
             rows[f"{name}, EHR-normalised"] = normalised_metrics(
                 tables["valid"], tables["test"], rows[name]["selected_score"], ehr_columns, num_bootstrap, seed
             )
-            rows[name]["findings"] = finding_metrics(tables["test"], dataset.csvs["test"], image_root, rows[name]["selected_score"])
+            rows[name]["findings"] = finding_metrics(
+                tables["test"], dataset.csvs["test"], image_root, rows[name]["selected_score"]
+            )
         for name, metrics in rows.items():
             auroc = metrics["scores"][metrics["selected_score"]]["auroc"]
             if name not in results:
@@ -243,15 +265,23 @@ def compare(
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-csv", default=None, help="labelled CheXpert-style CSV; default: the phantoms")
-    parser.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: the CSV's)")
+    parser.add_argument(
+        "--image-root", default=None, help="folder the CSV's paths are relative to (default: the CSV's)"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="override train.json's image_size")
     parser.add_argument("--max-epochs", type=int, default=None, help="override train.json's max_epochs")
     parser.add_argument("--bundle-root", default="bundles/diff3m", help="bundle folder; data, models and eval go here")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
-    parser.add_argument("--score", default=None, help="image score for the table; default: each method's best on validation")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; the table adds the spread over them")
+    parser.add_argument(
+        "--score", default=None, help="image score for the table; default: each method's best on validation"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="training seeds; the table adds the spread over them"
+    )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient-level split of --dataset-csv")
-    parser.add_argument("--output", default=None, help="JSON file for all results (default: <bundle-root>/eval/comparison.json)")
+    parser.add_argument(
+        "--output", default=None, help="JSON file for all results (default: <bundle-root>/eval/comparison.json)"
+    )
     args = parser.parse_args(argv)
 
     if args.dataset_csv:
@@ -264,7 +294,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     results = compare(dataset, args.methods, args.seeds, common)
     output = Path(args.output) if args.output else Path(args.bundle_root) / "eval" / "comparison.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic({"dataset": dataset.name, "split": dataset.csvs, "seeds": args.seeds, "score": args.score, "results": results}, output)
+    write_json_atomic(
+        {"dataset": dataset.name, "split": dataset.csvs, "seeds": args.seeds, "score": args.score, "results": results},
+        output,
+    )
     print(f"\n{dataset.name}, test split, image level (score chosen on the validation split unless --score is given):")
     print(comparison_table(results, args.score))
     print(f"\nfull results (every score, subgroups, findings, timings): {output}")

@@ -34,12 +34,12 @@ import pandas as pd
 
 from monai_diff3m.data import schema
 from monai_diff3m.data.splits import write_patient_splits
-from monai_diff3m.inferers.anomaly import SCORE_NAMES, ScoringSchedule
+from monai_diff3m.inferers.anomaly import ScoringSchedule
 from monai_diff3m.io import write_csv_atomic, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import image_metrics
 from monai_diff3m.metrics.ehr_baselines import EHRNormalisedScore
+from monai_diff3m.packaged_bundle import config_files
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
 RESULT_FILE = "result.json"
 SCORES_FILE = "validation_scores.csv"
 
@@ -50,7 +50,9 @@ def parse_schedule(text: str) -> ScoringSchedule:
         noising, level, steps = text.split(":")
         return ScoringSchedule(noising, int(level), None if steps == "full" else int(steps))
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"schedule must be noising:L:steps, e.g. stochastic:50:5; got {text!r}") from error
+        raise argparse.ArgumentTypeError(
+            f"schedule must be noising:L:steps, e.g. stochastic:50:5; got {text!r}"
+        ) from error
 
 
 def parse_config(text: str) -> tuple[str, dict[str, Any]]:
@@ -106,7 +108,7 @@ def run_job(job: Job) -> dict[str, Any]:
         **job.overrides,
     }
     started = time.perf_counter()
-    run("training", config_file=str(CONFIG_DIR / "train.json"), **settings)
+    run("training", config_file=config_files("train.json"), **settings)
     trained = time.perf_counter()
     data = load_scoring_data(
         str(job.folder), settings.get("ieca_mode", "spatial"), job.split["valid"], bool(settings.get("use_pcm", False)),
@@ -116,7 +118,10 @@ def run_job(job: Job) -> dict[str, Any]:
         {
             "image": [record["image"] for record in data.records],
             "patient": [record.get(schema.PATIENT_ID) for record in data.records],
-            **{column: [record.get(column) for record in data.records] for column in (schema.SEX, schema.AGE, schema.VIEW)},
+            **{
+                column: [record.get(column) for record in data.records]
+                for column in (schema.SEX, schema.AGE, schema.VIEW)
+            },
             "label": data.labels,
         }
     )
@@ -159,8 +164,12 @@ def summarise(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset-csv", required=True, help="labelled CheXpert-style CSV (Path, Sex, Age, AP/PA, No Finding, patient)")
-    parser.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: the CSV's)")
+    parser.add_argument(
+        "--dataset-csv", required=True, help="labelled CheXpert-style CSV (Path, Sex, Age, AP/PA, No Finding, patient)"
+    )
+    parser.add_argument(
+        "--image-root", default=None, help="folder the CSV's paths are relative to (default: the CSV's)"
+    )
     parser.add_argument("--work-dir", required=True, help="folder for splits, models and results")
     parser.add_argument("--config", type=parse_config, action="append", required=True, dest="configs",
                         help="name=JSON train.json overrides; repeat for each candidate")
@@ -173,7 +182,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
 
     work_dir = Path(args.work_dir)
-    split = {name: str(path) for name, path in write_patient_splits(args.dataset_csv, work_dir / "split", seed=args.split_seed).items()}
+    split = {
+        name: str(path)
+        for name, path in write_patient_splits(args.dataset_csv, work_dir / "split", seed=args.split_seed).items()
+    }
     image_root = args.image_root or str(Path(args.dataset_csv).parent)
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     # seed-major order: a run stopped early still has every configuration for the first seeds
@@ -192,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     write_csv_atomic(summary, work_dir / "summary.csv")
     with pd.option_context("display.max_rows", 200, "display.width", 160):
         print(summary.head(60).to_string(index=False, float_format=lambda value: f"{value:.3f}"))
-    print(f"\nper-image validation scores: {work_dir}/<config>/seed<k>/{SCORES_FILE}; summary: {work_dir / 'summary.csv'}")
+    print(
+        f"\nper-image validation scores: {work_dir}/<config>/seed<k>/{SCORES_FILE}; summary: {work_dir / 'summary.csv'}"
+    )
     return summary
 
 

@@ -28,8 +28,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary path does not exist yet, so the writer creates it with the normal permissions (umask) that a
     direct write would get. Its name ends with all of ``path``'s suffixes, so libraries that infer a format or
-    compression from the extension (matplotlib, pandas ``.csv.gz``, nibabel ``.nii.gz``) behave as if writing ``path`` itself. On any exception the
-    temporary file is removed and the previous content of ``path`` is left untouched.
+    compression from the extension (matplotlib, pandas ``.csv.gz``, nibabel ``.nii.gz``) behave as if writing
+    ``path`` itself. On any exception the temporary file is removed and the previous content of ``path`` is left
+    untouched.
 
     Args:
         path: final destination. Its folder must already exist.

@@ -13,7 +13,7 @@ by default, so that choosing does not touch the test split) with every schedule 
 Every schedule scores the same preprocessed images with the same seeded noise, so differences between rows are
 paired. Results are written after every schedule (``--output``), and a rerun with the same checkpoint, split and
 seed skips the schedules already scored, so a long grid (the authors' 798 evaluations per image) can be stopped
-and resumed. Run from the repository root (the bundle configs refer to each other by repository paths)::
+and resumed::
 
     python -m monai_diff3m.scoring_study [--noise-levels 25 50 100 150 250 400] [--steps 5 10 25 50 100 full]
         [--noising stochastic ddim_inversion] [--with-reference] [--split valid] [--score lung_mean]
@@ -50,8 +50,7 @@ from monai_diff3m.inferers.anomaly import (
 )
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, bootstrap_interval, image_metrics
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
+from monai_diff3m.packaged_bundle import config_files
 
 
 def parse_steps(value: str) -> int | None:
@@ -64,7 +63,9 @@ def parse_steps(value: str) -> int | None:
     return steps
 
 
-def schedule_grid(noise_levels: Iterable[int], steps: Iterable[int | None], noising_modes: Iterable[str]) -> list[ScoringSchedule]:
+def schedule_grid(
+    noise_levels: Iterable[int], steps: Iterable[int | None], noising_modes: Iterable[str]
+) -> list[ScoringSchedule]:
     """Every (noising, L, steps) combination, cheapest first. L steps take every timestep, so a step count of L
     or more is the full schedule (``None``), kept once."""
     schedules = set()
@@ -77,7 +78,9 @@ def schedule_grid(noise_levels: Iterable[int], steps: Iterable[int | None], nois
     return sorted(schedules, key=lambda s: (s.evaluations, s.noising, s.noise_level))
 
 
-def recommend(results: Sequence[Mapping[str, Any]], score: str, tolerance: float) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+def recommend(
+    results: Sequence[Mapping[str, Any]], score: str, tolerance: float
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """The best result for ``score`` and the recommended one: the fewest evaluations per image among those within
     ``tolerance`` AUROC of the best (ties on cost go to the higher AUROC)."""
     if not results:
@@ -114,7 +117,6 @@ def load_scoring_data(
     ieca_mode: str,
     split_csv: str,
     use_pcm: bool = False,
-    config_dir: Path = CONFIG_DIR,
     overrides: Mapping[str, Any] | None = None,
 ) -> ScoringData:
     """Parse ``evaluate.json`` for ``split_csv`` and return its network, scheduler, batches and labels.
@@ -122,8 +124,9 @@ def load_scoring_data(
     ``overrides`` are further ``evaluate.json`` keys (``image_root``, ``ckpt_dir``, ...), as on the command line.
     """
     parser = ConfigParser()
-    parser.read_config(str(config_dir / "evaluate.json"))
-    parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": use_pcm, "test_csv": split_csv, **(overrides or {})})
+    parser.read_config(config_files("inference.json", "evaluate.json"))
+    settings = {"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": use_pcm, "test_csv": split_csv}
+    parser.update({**settings, **(overrides or {})})
     records = {str(record["source"]): record for record in parser.get_parsed_content("records")}
     batches = list(parser.get_parsed_content("dataloader"))
     ordered = [records[source] for batch in batches for source in batch["source"]]
@@ -139,7 +142,12 @@ def load_scoring_data(
         use_pcm=use_pcm,
         image_range=tuple(parser.get_parsed_content("image_range")),
         clip_range=tuple(parser.get_parsed_content("x0_clip_range")),
-        default=ScoringSchedule(*(parser.get_parsed_content(key) for key in ("noising", "noise_level", "num_inference_steps", "ddim_indexing"))),
+        default=ScoringSchedule(
+            *(
+                parser.get_parsed_content(key)
+                for key in ("noising", "noise_level", "num_inference_steps", "ddim_indexing")
+            )
+        ),
         checkpoint=str(parser.get_parsed_content("checkpoint")),
     )
 
@@ -147,9 +155,16 @@ def load_scoring_data(
 def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) -> dict[str, np.ndarray]:
     """Every image score of ``SCORE_NAMES`` for every image of ``data`` (in batch order) under ``schedule``."""
     inferer = Diff3MAnomalyInferer(
-        data.scheduler, noise_level=schedule.noise_level, num_steps=schedule.num_steps, noising=schedule.noising,
-        smoothing_sigma=data.smoothing_sigma, seed=seed, use_pcm=data.use_pcm, image_range=data.image_range,
-        clip_range=data.clip_range, indexing=schedule.indexing,
+        data.scheduler,
+        noise_level=schedule.noise_level,
+        num_steps=schedule.num_steps,
+        noising=schedule.noising,
+        smoothing_sigma=data.smoothing_sigma,
+        seed=seed,
+        use_pcm=data.use_pcm,
+        image_range=data.image_range,
+        clip_range=data.clip_range,
+        indexing=schedule.indexing,
     )
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_NAMES}
     for batch in data.batches:
@@ -161,7 +176,9 @@ def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) ->
     return {name: np.concatenate(values) for name, values in scores.items()}
 
 
-def score_schedule(schedule: ScoringSchedule, data: ScoringData, seed: int = 0, num_bootstrap: int = 1000) -> dict[str, Any]:
+def score_schedule(
+    schedule: ScoringSchedule, data: ScoringData, seed: int = 0, num_bootstrap: int = 1000
+) -> dict[str, Any]:
     """Score every image of ``data`` with ``schedule``; return its cost and per-score image metrics."""
     started = time.perf_counter()
     scores = score_images(schedule, data, seed)
@@ -182,7 +199,9 @@ def score_schedule(schedule: ScoringSchedule, data: ScoringData, seed: int = 0, 
     }
 
 
-def study_table(results: Sequence[Mapping[str, Any]], score: str, best: Mapping[str, Any], chosen: Mapping[str, Any]) -> str:
+def study_table(
+    results: Sequence[Mapping[str, Any]], score: str, best: Mapping[str, Any], chosen: Mapping[str, Any]
+) -> str:
     """A Markdown table, cheapest first: schedule, evaluations/image, images/s, AUROC [95% CI], AUPRC."""
     lines = [
         f"| schedule | evaluations / image | images/s | {score} AUROC [95% CI] | AUPRC |",
@@ -201,10 +220,13 @@ def study_table(results: Sequence[Mapping[str, Any]], score: str, best: Mapping[
 
 
 def auroc_grid(results: Sequence[Mapping[str, Any]], score: str) -> str:
-    """A Markdown grid of AUROC, one row per (noising, L, indexing) and one column per step count, ``-`` where not scored."""
+    """A Markdown grid of AUROC, one row per (noising, L, indexing), one column per step count, ``-`` if not scored."""
     columns = sorted({r["num_steps"] for r in results if r["num_steps"] is not None}) + [None]
     rows = sorted({(r["noising"], r["noise_level"], r.get("indexing", "aligned")) for r in results})
-    auroc = {(r["noising"], r["noise_level"], r.get("indexing", "aligned"), r["num_steps"]): r["scores"][score]["auroc"] for r in results}
+    auroc = {
+        (r["noising"], r["noise_level"], r.get("indexing", "aligned"), r["num_steps"]): r["scores"][score]["auroc"]
+        for r in results
+    }
     header = " | ".join(FULL_SCHEDULE if steps is None else str(steps) for steps in columns)
     lines = [f"| {score} AUROC | {header} |", "|---" * (len(columns) + 1) + "|"]
     for noising, level, indexing in rows:
@@ -225,15 +247,15 @@ def _previous_results(output: Path, identity: Mapping[str, Any]) -> list[dict[st
     return list(previous.get("results", []))
 
 
-def ensure_checkpoint(bundle_root: str, ieca_mode: str, seed: int, config_dir: Path = CONFIG_DIR) -> Path:
+def ensure_checkpoint(bundle_root: str, ieca_mode: str, seed: int) -> Path:
     """The stage-1 model to study (the path ``evaluate.json`` scores); trained with ``train.json`` when missing."""
     parser = ConfigParser()
-    parser.read_config(str(config_dir / "evaluate.json"))
+    parser.read_config(config_files("inference.json", "evaluate.json"))
     parser.update({"bundle_root": bundle_root, "ieca_mode": ieca_mode, "use_pcm": False})
     checkpoint = Path(parser.get_parsed_content("checkpoint"))
     if not checkpoint.exists():
         logging.getLogger(__name__).info("no %s: training one with train.json", checkpoint)
-        run("training", config_file=str(config_dir / "train.json"), bundle_root=bundle_root, ieca_mode=ieca_mode, seed=seed)
+        run("training", config_file=config_files("train.json"), bundle_root=bundle_root, ieca_mode=ieca_mode, seed=seed)
     return checkpoint
 
 
@@ -242,18 +264,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--bundle-root", default="bundles/diff3m", help="bundle folder with data/, models/ and eval/")
     parser.add_argument("--ieca-mode", default="spatial", choices=["pooled", "spatial", "none"])
     parser.add_argument("--use-pcm", action="store_true", help="study the stage-2 (PCM) checkpoint; train it first")
-    parser.add_argument("--split", default="valid", help="phantom split to score (valid or test) when --csv is not given")
+    parser.add_argument(
+        "--split", default="valid", help="phantom split to score (valid or test) when --csv is not given"
+    )
     parser.add_argument("--csv", default=None, help="labelled dataset CSV to score instead of a phantom split")
     parser.add_argument("--noise-levels", type=int, nargs="+", default=[25, 50, 100, 150, 250, 400])
-    parser.add_argument("--steps", type=parse_steps, nargs="+", default=[5, 10, 25, 50, 100, None],
-                        help=f"DDIM step counts; {FULL_SCHEDULE!r} = every timestep from L down to 0")
+    parser.add_argument(
+        "--steps",
+        type=parse_steps,
+        nargs="+",
+        default=[5, 10, 25, 50, 100, None],
+        help=f"DDIM step counts; {FULL_SCHEDULE!r} = every timestep from L down to 0",
+    )
     parser.add_argument("--noising", nargs="+", default=["stochastic"], choices=list(NOISING_MODES))
-    parser.add_argument("--with-reference", action="store_true",
-                        help=f"also score the authors' schedule ({REFERENCE_SCHEDULE.name}, {REFERENCE_SCHEDULE.evaluations} evaluations per image)")
-    parser.add_argument("--score", default="lung_mean", choices=list(SCORE_NAMES), help="image score the choice is made on")
+    parser.add_argument(
+        "--with-reference",
+        action="store_true",
+        help=f"also score the authors' schedule ({REFERENCE_SCHEDULE.name}, "
+        f"{REFERENCE_SCHEDULE.evaluations} evaluations per image)",
+    )
+    parser.add_argument(
+        "--score", default="lung_mean", choices=list(SCORE_NAMES), help="image score the choice is made on"
+    )
     parser.add_argument("--tolerance", type=float, default=0.005, help="AUROC a cheaper schedule may lose to the best")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="JSON file (default: <bundle-root>/eval/scoring_study_<split>.json)")
+    parser.add_argument(
+        "--output", default=None, help="JSON file (default: <bundle-root>/eval/scoring_study_<split>.json)"
+    )
     args = parser.parse_args(argv)
 
     if not args.use_pcm:
@@ -263,11 +300,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     schedules = schedule_grid(args.noise_levels, args.steps, args.noising)
     if args.with_reference:
         schedules.append(REFERENCE_SCHEDULE)
-    output = Path(args.output) if args.output else Path(args.bundle_root) / "eval" / f"scoring_study_{Path(split_csv).stem}.json"
+    output = (
+        Path(args.output)
+        if args.output
+        else Path(args.bundle_root) / "eval" / f"scoring_study_{Path(split_csv).stem}.json"
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     # the modification time tells a retrained checkpoint at the same path from the one already studied
     checkpoint_modified = Path(data.checkpoint).stat().st_mtime_ns
-    identity = {"checkpoint": data.checkpoint, "checkpoint_modified": checkpoint_modified, "split_csv": split_csv, "seed": args.seed}
+    identity = {
+        "checkpoint": data.checkpoint,
+        "checkpoint_modified": checkpoint_modified,
+        "split_csv": split_csv,
+        "seed": args.seed,
+    }
     header = {**identity, "device": str(data.device), "torch": torch.__version__}
     results = _previous_results(output, identity)
     done = {result["name"] for result in results}
@@ -278,22 +324,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = score_schedule(schedule, data, seed=args.seed)
         results.append(result)
         done.add(schedule.name)
-        log.info("%s: %d evaluations/image, %.1f s, %s AUROC %.3f", schedule.name, schedule.evaluations,
-                 result["seconds"], args.score, result["scores"][args.score]["auroc"])
+        log.info(
+            "%s: %d evaluations/image, %.1f s, %s AUROC %.3f",
+            schedule.name,
+            schedule.evaluations,
+            result["seconds"],
+            args.score,
+            result["scores"][args.score]["auroc"],
+        )
         write_json_atomic({**header, "results": results}, output)
     best, chosen = recommend(results, args.score, args.tolerance)
     summary = {
         **header,
-        "n": int(data.labels.size), "n_abnormal": int(data.labels.sum()), "score": args.score, "tolerance": args.tolerance,
-        "best": best["name"], "recommended": chosen["name"], "bundle_default": data.default.name, "results": results,
+        "n": int(data.labels.size),
+        "n_abnormal": int(data.labels.sum()),
+        "score": args.score,
+        "tolerance": args.tolerance,
+        "best": best["name"],
+        "recommended": chosen["name"],
+        "bundle_default": data.default.name,
+        "results": results,
     }
     write_json_atomic(summary, output)
-    print(f"\n{split_csv}: {summary['n']} images ({summary['n_abnormal']} abnormal), device {data.device}, score {args.score}")
+    print(
+        f"\n{split_csv}: {summary['n']} images ({summary['n_abnormal']} abnormal), "
+        f"device {data.device}, score {args.score}"
+    )
     print(auroc_grid(results, args.score))
     print()
     print(study_table(results, args.score, best, chosen))
-    print(f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
-          f"{chosen['name']}; bundle default: {data.default.name}")
+    print(
+        f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
+        f"{chosen['name']}; bundle default: {data.default.name}"
+    )
     print(f"full results (every score): {output}")
     return summary
 

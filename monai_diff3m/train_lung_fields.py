@@ -1,4 +1,4 @@
-"""Train the lung-field network (:mod:`monai_diff3m.networks.lung_fields`) by self-training; reproduces the shipped weights.
+"""Self-training of the lung-field network (:mod:`monai_diff3m.networks.lung_fields`), which made its shipped weights.
 
 No lung annotations exist for the datasets this project reads, so labels come from rules where the rules are
 unambiguous and from the network itself elsewhere:
@@ -96,7 +96,9 @@ def augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generato
     moved = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     moved_masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     gamma = draw(0.6, 1.6).view(-1, 1, 1, 1).to(images.device)
-    noise = 0.03 * torch.randn(moved.shape, generator=generator) * (torch.rand(count, 1, 1, 1, generator=generator) < 0.3)
+    noise = (
+        0.03 * torch.randn(moved.shape, generator=generator) * (torch.rand(count, 1, 1, 1, generator=generator) < 0.3)
+    )
     noise = noise.to(images.device)
     return (moved.clamp(0.0, 1.0) ** gamma + noise).clamp(0.0, 1.0), moved_masks
 
@@ -144,12 +146,22 @@ def main(argv: Sequence[str] | None = None) -> torch.nn.Module:
     labels = rule_labels(films)
     network = None
     for round_index in range(args.rounds):
-        logger.info("round %d: %d of %d real films labelled, %d phantoms", round_index + 1, len(labels), len(films), len(phantom_images))
+        logger.info(
+            "round %d: %d of %d real films labelled, %d phantoms",
+            round_index + 1,
+            len(labels),
+            len(films),
+            len(phantom_images),
+        )
         indices = sorted(labels)
         images = torch.cat([films[indices], phantom_images])
-        masks = torch.cat([torch.from_numpy(np.stack([labels[index] for index in indices]))[:, None].float(), phantom_masks])
+        masks = torch.cat(
+            [torch.from_numpy(np.stack([labels[index] for index in indices]))[:, None].float(), phantom_masks]
+        )
         network = train(images, masks, args.iterations, args.batch_size, args.seed + round_index, args.device)
         labels = network_labels(network, films)
+    if network is None:
+        raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
     logger.info("final network finds plausible lungs in %d of %d real training films", len(labels), len(films))
     state = {key: value.half() for key, value in network.state_dict().items()}
     with atomic_path(args.output) as temporary:

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
 RAMP = (np.arange(256).reshape(16, 16) * 16).astype(np.uint16)  # 0 .. 4080, inside 12 stored bits
 
 
-def write_dicom(path: Path, pixels: np.ndarray = RAMP, bits_stored: int = 12, image: bool = True, **tags) -> Path:
+def write_dicom(
+    path: Path, pixels: np.ndarray = RAMP, bits_stored: int = 12, image: bool = True, bare: bool = False, **tags
+) -> Path:
     """A minimal DX DICOM with uint16 pixels (or, with ``image=False``, a header without Rows/Columns/PixelData).
 
-    ``tags`` set header elements, or delete them when the value is None.
+    ``tags`` set header elements, or delete them when the value is None. ``bare=True`` writes the data set alone in
+    implicit VR little endian, without preamble, ``DICM`` prefix and file meta (pre-Part-10 files, some PACS exports).
     """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
@@ -39,5 +43,9 @@ def write_dicom(path: Path, pixels: np.ndarray = RAMP, bits_stored: int = 12, im
         else:
             setattr(ds, name, value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    if bare:
+        del ds.file_meta
+        dcmwrite(path, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    else:
+        ds.save_as(path, enforce_file_format=True)
     return path

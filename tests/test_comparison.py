@@ -2,8 +2,18 @@ from monai_diff3m.comparison import DEFAULT_METHODS, METHODS, comparison_table
 
 
 def _metrics(auroc: float, selected: str = "mse") -> dict:
-    values = {"auroc": auroc, "auroc_interval": [auroc - 0.05, auroc + 0.05], "auprc": 0.7, "auprc_interval": [0.6, 0.8], "best_f1": 0.65}
-    return {"scores": {"mse": values, "p99_smoothed": {**values, "auroc": auroc + 0.01}}, "selected_score": selected, "pixel": {"pixel_auroc": 0.9}}
+    values = {
+        "auroc": auroc,
+        "auroc_interval": [auroc - 0.05, auroc + 0.05],
+        "auprc": 0.7,
+        "auprc_interval": [0.6, 0.8],
+        "best_f1": 0.65,
+    }
+    return {
+        "scores": {"mse": values, "p99_smoothed": {**values, "auroc": auroc + 0.01}},
+        "selected_score": selected,
+        "pixel": {"pixel_auroc": 0.9},
+    }
 
 
 def test_table_reports_each_methods_validated_score_with_intervals():

@@ -15,7 +15,10 @@ def test_evaluations_count_both_directions_of_ddim_inversion():
     assert ScoringSchedule("stochastic", 250, None).evaluations == 250
     assert ScoringSchedule("ddim_inversion", 400, None).evaluations == 800
     # the authors invert 1 -> 400 and denoise 398 -> clean: 399 evaluations each way
-    assert REFERENCE_SCHEDULE == ScoringSchedule("ddim_inversion", 400, None, "authors") and REFERENCE_SCHEDULE.evaluations == 798
+    assert (
+        REFERENCE_SCHEDULE == ScoringSchedule("ddim_inversion", 400, None, "authors")
+        and REFERENCE_SCHEDULE.evaluations == 798
+    )
     assert ScoringSchedule("ddim_inversion", 400, 10).name == "ddim_inversion L=400 steps=10"
     assert REFERENCE_SCHEDULE.name == "ddim_inversion L=400 steps=full indexing=authors"
 

@@ -7,12 +7,12 @@ CheXpert, the MIMIC pipeline in ``preprocessing/`` and the phantom generator all
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from monai_diff3m.data import schema
+from monai_diff3m.data.csv_files import DatasetCSVError, read_csv_file
 from monai_diff3m.data.splits import SplitError, patient_ids
 
 IMAGE_KEY = "image"
@@ -20,8 +20,7 @@ LABEL_KEY = "label"
 MASK_KEY = "mask"
 
 
-class DatasetCSVError(ValueError):
-    """A dataset CSV is missing, empty or malformed; the message names the file, the row and the column."""
+__all__ = ["DatasetCSVError", "IMAGE_KEY", "LABEL_KEY", "MASK_KEY", "read_dataset_csv"]
 
 
 def _optional_str(value: Any) -> str | None:
@@ -54,10 +53,7 @@ def read_dataset_csv(
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetCSVError(f"dataset CSV not found: {csv_path}")
-    try:
-        table = pd.read_csv(csv_path, dtype={schema.PATH: str, schema.MASK: str, schema.LESION: str})
-    except pd.errors.EmptyDataError as error:
-        raise DatasetCSVError(f"dataset CSV {csv_path} is empty (no header)") from error
+    table = read_csv_file(csv_path, "dataset CSV", dtype={schema.PATH: str, schema.MASK: str, schema.LESION: str})
     missing = [column for column in schema.REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise DatasetCSVError(
@@ -87,6 +83,8 @@ def read_dataset_csv(
         if check_files and not image_path.is_file():
             raise DatasetCSVError(f"{csv_path} row {row_number}: image {image_path} does not exist")
         record: dict[str, Any] = {key: value for key, value in row.items() if key in _SCHEMA_COLUMNS}
+        record[schema.SEX] = _canonical_or_raw(schema.canonical_sex, record[schema.SEX])
+        record[schema.VIEW] = _canonical_or_raw(schema.canonical_view, record[schema.VIEW])
         record[IMAGE_KEY] = str(image_path)
         record["source"] = f"{csv_path} row {row_number}"
         if patient is not None:
@@ -97,6 +95,16 @@ def read_dataset_csv(
         record[MASK_KEY] = str(root / mask) if mask else None
         records.append(record)
     return records
+
+
+def _canonical_or_raw(canonical: Callable[[Any], str | None], value: Any) -> Any:
+    """The schema spelling of a sex/view cell (``m`` -> ``Male``), so subgroups do not split by spelling; a value
+    outside the vocabulary is kept as read, for ``EncodeEHRd`` to report with its record (at inference one bad row
+    is a ``failures.csv`` row, not a dead run)."""
+    try:
+        return canonical(value)
+    except ValueError:
+        return value
 
 
 def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:

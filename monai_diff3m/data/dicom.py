@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
-from pathlib import Path, PurePath
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
-import pydicom
-from pydicom.errors import InvalidDicomError
 
+from monai_diff3m.data.csv_files import read_csv_file
+from monai_diff3m.data.input_files import files_under
 from monai_diff3m.data.schema import (
     AGE,
     FRONTAL,
@@ -25,21 +26,20 @@ from monai_diff3m.data.schema import (
     PATH,
     REQUIRED_COLUMNS,
     SEX,
-    SEX_VALUES,
     VIEW,
-    VIEW_VALUES,
+    canonical_sex,
+    canonical_view,
 )
-from monai_diff3m.transforms.image import ImageLoadError, is_dicom_file
+from monai_diff3m.transforms.image import ImageLoadError, is_dicom_file, read_dicom_dataset
 
 #: Suffixes :func:`scan_image_folder` reads with Pillow; DICOM files are found by :func:`is_dicom_file`.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-#: ViewPosition codes of lateral and decubitus projections: Diff3M is trained and evaluated on frontal views only.
-LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
 
 _AGE_PATTERN = re.compile(r"^(\d{1,3})([DWMY]?)$")
 _DAYS_PER_YEAR = 365.25
 _YEARS_PER_UNIT = {"D": 1.0 / _DAYS_PER_YEAR, "W": 7.0 / _DAYS_PER_YEAR, "M": 1.0 / 12.0, "Y": 1.0, "": 1.0}
-_DICOM_SEX = {"M": SEX_VALUES[0], "F": SEX_VALUES[1], "O": None}
+
+Failure = tuple[str, str]
 
 
 class DicomTagError(ValueError):
@@ -70,26 +70,21 @@ def parse_dicom_age(value: str | None) -> float | None:
 
 
 def parse_dicom_sex(value: str | None) -> str | None:
-    """PatientSex ``M``/``F`` as the schema's sex vocabulary; ``O`` or empty is an explicitly missing value."""
-    text = _text(value)
-    if text and text not in _DICOM_SEX:
-        raise DicomTagError(f"PatientSex {value!r} is not a DICOM sex code: expected 'M', 'F', 'O' or empty")
-    return _DICOM_SEX.get(text)
+    """PatientSex as the schema's sex vocabulary (:func:`~monai_diff3m.data.schema.canonical_sex`, shared with CSVs):
+    ``M``/``F`` in any case; ``O`` or empty is an explicitly missing value."""
+    try:
+        return canonical_sex(value, "PatientSex")
+    except ValueError as err:
+        raise DicomTagError(str(err)) from err
 
 
 def parse_view_position(value: str | None) -> str | None:
-    """ViewPosition ``AP``/``PA`` (case and surrounding spaces ignored); empty -> None; lateral views rejected."""
-    text = _text(value)
-    if not text:
-        return None
-    if text in VIEW_VALUES:
-        return text
-    if text in LATERAL_VIEWS:
-        raise DicomTagError(
-            f"ViewPosition {value!r} is a lateral view: lateral views are not supported, Diff3M is frontal-only "
-            f"(expected one of {VIEW_VALUES})"
-        )
-    raise DicomTagError(f"ViewPosition {value!r} is not a frontal view: expected one of {VIEW_VALUES} or empty")
+    """ViewPosition as the schema's view vocabulary (:func:`~monai_diff3m.data.schema.canonical_view`, shared with
+    CSVs): ``AP``/``PA`` in any case, optionally with a position (``AP SUPINE``); empty -> None; lateral rejected."""
+    try:
+        return canonical_view(value, "ViewPosition")
+    except ValueError as err:
+        raise DicomTagError(str(err)) from err
 
 
 def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:
@@ -100,10 +95,9 @@ def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:
         ImageLoadError: the file is not readable DICOM or has no image (Rows/Columns missing).
         DicomTagError: a tag holds a malformed value or a lateral view; the message names the file.
     """
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError) as err:
-        raise ImageLoadError(f"cannot read DICOM header of {path}: {err}") from err
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"DICOM file {str(path)!r} does not exist")
+    ds = read_dicom_dataset(path, stop_before_pixels=True)
     if "Rows" not in ds or "Columns" not in ds:
         raise ImageLoadError(
             f"DICOM {path} has no Rows/Columns: it is not an image (SOP class {ds.get('SOPClassUID')})"
@@ -120,19 +114,16 @@ def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:
         raise DicomTagError(f"DICOM {path}: {err}") from err
 
 
-def _files_under(folder: str | os.PathLike) -> list[Path]:
-    """All regular files below ``folder``, sorted so scans are reproducible."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a directory")
-    return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def scan_dicom_folder(folder: str | os.PathLike) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
-    """Records of every DICOM file below ``folder`` (by suffix or preamble) and ``(path, reason)`` failures."""
+def scan_dicom_folder(
+    folder: str | os.PathLike, exclude: Iterable[str | os.PathLike | None] = ()
+) -> tuple[list[dict[str, object]], list[Failure]]:
+    """Records of every DICOM file below ``folder`` (by suffix, preamble or bare data set) and ``(path, reason)``
+    failures, one for every other file too: nothing in the folder is skipped silently. Folders in ``exclude``, output
+    folders and hidden files are not inputs (:func:`~monai_diff3m.data.input_files.files_under`)."""
     records, failures = [], []
-    for path in _files_under(folder):
+    for path in files_under(folder, exclude):
         if not is_dicom_file(path):
+            failures.append((str(path), "not DICOM (no .dcm/.dicom suffix, no 'DICM' preamble, no DICOM data set)"))
             continue
         try:
             records.append(read_dicom_record(path))
@@ -145,7 +136,7 @@ def _read_ehr_csv(ehr_csv: str | os.PathLike) -> pd.DataFrame:
     """The EHR CSV with missing cells as None, after checking the schema's required columns are present."""
     if not Path(ehr_csv).is_file():
         raise FileNotFoundError(f"EHR CSV {str(ehr_csv)!r} does not exist")
-    table = pd.read_csv(ehr_csv, dtype={PATH: str})
+    table = read_csv_file(ehr_csv, "EHR CSV", dtype={PATH: str})
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(
@@ -154,59 +145,103 @@ def _read_ehr_csv(ehr_csv: str | os.PathLike) -> pd.DataFrame:
     return table.astype(object).where(table.notna(), None)
 
 
-def _check_ehr_row(row: dict[str, object]) -> None:
-    """Reject values the DICOM reader would also reject, so CSV- and DICOM-sourced records mean the same."""
-    if row[SEX] is not None and row[SEX] not in SEX_VALUES:
-        raise ValueError(f"{SEX} = {row[SEX]!r}, expected one of {SEX_VALUES} or empty")
-    if row[VIEW] is not None and row[VIEW] not in VIEW_VALUES:
-        raise ValueError(f"{VIEW} = {row[VIEW]!r}, expected one of {VIEW_VALUES} or empty (frontal views only)")
+def _canonical_ehr_row(row: dict[str, object]) -> dict[str, object]:
+    """The row with sex and view in the schema vocabulary; values the DICOM reader would reject raise ``ValueError``,
+    so CSV- and DICOM-sourced records mean the same."""
+    row = {**row, SEX: canonical_sex(row[SEX]), VIEW: canonical_view(row[VIEW])}
     if row.get(FRONTAL_LATERAL) not in (None, FRONTAL):
         raise ValueError(f"{FRONTAL_LATERAL} = {row[FRONTAL_LATERAL]!r}, expected {FRONTAL!r} or empty")
     age = 0.0 if row[AGE] is None else pd.to_numeric(row[AGE], errors="coerce")
     if not 0.0 <= age <= MAX_AGE_YEARS:
         raise ValueError(f"{AGE} = {row[AGE]!r}, expected years in [0, {MAX_AGE_YEARS:g}] or empty")
+    return row
+
+
+def _csv_path(value: object) -> PurePosixPath | None:
+    """A CSV ``Path`` cell as a relative POSIX path (backslashes and a leading ``./`` or ``/`` removed)."""
+    if value is None or not str(value).strip():
+        return None
+    path = PurePosixPath(str(value).strip().replace("\\", "/"))
+    return path.relative_to(path.anchor) if path.anchor else path
+
+
+def _same_tail(row_path: PurePosixPath, relative: PurePosixPath) -> bool:
+    """Whether one path ends with the other (``images/test/x.png`` and ``x.png``), so they cannot name files in
+    different folders (``patient1/study1/x.png`` and ``patient2/study1/x.png`` are not the same tail)."""
+    shared = min(len(row_path.parts), len(relative.parts))
+    return row_path.parts[-shared:] == relative.parts[-shared:]
 
 
 def scan_image_folder(
-    folder: str | os.PathLike, ehr_csv: str | os.PathLike
-) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
-    """Join the PNG/JPEG/DICOM files below ``folder`` with the rows of ``ehr_csv`` that name them.
+    folder: str | os.PathLike, ehr_csv: str | os.PathLike, exclude: Iterable[str | os.PathLike | None] = ()
+) -> tuple[list[dict[str, object]], list[Failure]]:
+    """Join the files below ``folder`` with the rows of ``ehr_csv`` that name them; never guess a patient's EHR.
 
-    The CSV's ``PATH`` column holds each file's path relative to ``folder``; otherwise its file name is looked up,
-    when that name is unique in the folder (so a dataset CSV with ``images/test/x.png`` paths can key a folder
-    holding ``x.png``). A record is the row (all its columns, missing cells as None) with ``PATH`` replaced by the
-    file's full path. Files without a row, rows without a file, rows naming a file twice and rows with values
-    outside the schema vocabularies are returned as ``(path, reason)`` failures naming the file and the CSV.
+    A row's ``PATH`` is the file's path relative to ``folder``. A row naming no such file falls back to the one
+    image whose relative path ends like the row's path (one path a suffix of the other, so a dataset CSV's
+    ``images/test/x.png`` keys ``folder/x.png`` and ``x.png`` keys ``folder/p1/x.png``), among the images no row names
+    exactly; never to a file in another folder (``patient2/s1/x.png`` is not ``patient1/s1/x.png``). A record is the
+    row (all its columns, missing cells as None, sex and view in the schema vocabulary) with ``PATH`` replaced by the
+    file's full path. Every file named by a row is read (whatever its suffix); PNG/JPEG/DICOM files without a row,
+    rows without a file, a row that fits several files, a file that several rows name (its EHR is ambiguous: it is
+    not scored) and rows with values outside the schema vocabularies are ``(path, reason)`` failures naming the file,
+    every path involved and the CSV row.
 
     Raises:
         FileNotFoundError: ``folder`` or ``ehr_csv`` does not exist.
-        ValueError: ``ehr_csv`` lacks a column of ``schema.REQUIRED_COLUMNS``.
+        ValueError: ``ehr_csv`` is unreadable (``DatasetCSVError``) or lacks a column of ``schema.REQUIRED_COLUMNS``.
     """
     table = _read_ehr_csv(ehr_csv)
     root = Path(folder)
-    files = [p for p in _files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
-    by_relative = {p.relative_to(root).as_posix(): p for p in files}
-    name_counts = Counter(p.name for p in files)
-    by_name = {p.name: p for p in files if name_counts[p.name] == 1}
+    files = files_under(root, exclude)
+    relative = {path: PurePosixPath(path.relative_to(root).as_posix()) for path in files}
+    by_relative = {str(name): path for path, name in relative.items()}
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
+    images_by_name: dict[str, list[Path]] = defaultdict(list)
+    for path in images:
+        images_by_name[path.name].append(path)
 
-    records, failures, matched = [], [], set()
-    for line, row in enumerate(table.to_dict("records"), start=2):
+    rows = list(enumerate(table.to_dict("records"), start=2))
+    named = {line: _csv_path(row[PATH]) for line, row in rows}
+    claims: dict[Path, list[int]] = defaultdict(list)
+    for line, name in named.items():
+        if name is not None and str(name) in by_relative:
+            claims[by_relative[str(name)]].append(line)
+    exact = set(claims)
+
+    failures: list[Failure] = []
+    for line, name in named.items():
         where = f"row {line} of {ehr_csv}"
-        name = "" if row[PATH] is None else PurePath(row[PATH]).as_posix()
-        path = by_relative.get(name) or by_name.get(PurePath(name).name)
-        if path is None:
-            reason = f"{where} names {name!r}, which is no image (or several same-named ones) in {folder}"
-            failures.append((str(root / name), reason))
+        if name is None:
+            failures.append((str(root), f"{where} has an empty {PATH!r}"))
             continue
-        if path in matched:
-            failures.append((str(path), f"{where} names {name!r}, a file an earlier row of the CSV already names"))
+        if str(name) in by_relative:
             continue
-        matched.add(path)
+        fits = [p for p in images_by_name.get(name.name, []) if _same_tail(name, relative[p])]
+        candidates = [p for p in fits if p not in exact]
+        if len(candidates) == 1:
+            claims[candidates[0]].append(line)
+            continue
+        listed = ", ".join(repr(str(relative[p])) for p in (candidates or fits))
+        if candidates:
+            reason = f"fits several images ({listed}): write the path relative to {folder}"
+        elif fits:
+            reason = f"but the image(s) it could mean ({listed}) are named exactly by other rows"
+        else:
+            reason = f"but no image in {folder} has that relative path or ends with it"
+        failures.append((str(root / name), f"{where} names {str(name)!r}, {reason}"))
+
+    records = []
+    for path, lines in sorted(claims.items(), key=lambda item: item[1][0]):
+        if len(lines) > 1:
+            paths = ", ".join(f"row {line} {str(named[line])!r}" for line in lines)
+            failures.append((str(path), f"several rows of {ehr_csv} name this image ({paths}): its EHR is ambiguous, "
+                                        "so it is not scored; keep one row per image"))
+            continue
+        line = lines[0]
         try:
-            _check_ehr_row(row)
+            records.append({**_canonical_ehr_row(dict(rows[line - 2][1])), PATH: str(path)})
         except ValueError as err:
-            failures.append((str(path), f"{where}: {err}"))
-            continue
-        records.append({**row, PATH: str(path)})
-    failures.extend((str(p), f"image has no row in {ehr_csv} (column {PATH!r})") for p in files if p not in matched)
+            failures.append((str(path), f"row {line} of {ehr_csv}: {err}"))
+    failures.extend((str(p), f"image has no row in {ehr_csv} (column {PATH!r})") for p in images if p not in claims)
     return records, failures

@@ -182,6 +182,8 @@ def _sample_cardiomegaly_ehr(rng: np.random.Generator, enlargement: float, max_t
             return candidate
         if enlarged_ctr < best_ctr:
             best, best_ctr = candidate, enlarged_ctr
+    if best is None:
+        raise ValueError(f"max_tries must be at least 1, got {max_tries}")
     return best
 
 
@@ -509,7 +511,8 @@ def _lesion_plan(parameters: dict[str, Any]) -> list[tuple[str, int, str | None]
     """
     rng = np.random.default_rng(parameters["seed"])
     counts = {"train": parameters["num_train"], "valid": parameters["num_val"], "test": parameters["num_test"]}
-    plan, index = [], 0
+    plan: list[tuple[str, int, str | None]] = []
+    index = 0
     for split in SPLITS:
         count = counts[split]
         lesions: list[str | None] = [None] * count
@@ -627,7 +630,9 @@ def _write_dataset(folder: Path, parameters: dict[str, Any]) -> None:
     rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     for split, index, lesion in _lesion_plan(parameters):
         case = render_case(parameters["seed"], index, parameters["image_size"], lesion)
-        Image.fromarray(np.round(case.image * 255.0).astype(np.uint8)).save(folder / "images" / split / f"{index:06d}.png")
+        Image.fromarray(np.round(case.image * 255.0).astype(np.uint8)).save(
+            folder / "images" / split / f"{index:06d}.png"
+        )
         if case.mask is not None:
             Image.fromarray(case.mask.astype(np.uint8) * 255).save(folder / "masks" / f"{index:06d}.png")
         missing_rng = np.random.default_rng([parameters["seed"], index, _MISSING_STREAM])

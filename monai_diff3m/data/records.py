@@ -22,21 +22,27 @@ Failure = tuple[str, str]
 
 
 def scan_inputs(
-    image_dir: str | Path | None = None, ehr_csv: str | Path | None = None, dicom_dir: str | Path | None = None
+    image_dir: str | Path | None = None,
+    ehr_csv: str | Path | None = None,
+    dicom_dir: str | Path | None = None,
+    exclude: Sequence[str | Path | None] = (),
 ) -> tuple[list[dict[str, Any]], list[Failure]]:
     """Records for new images: a folder of PNG/JPEG/DICOM files with an EHR CSV, or DICOM files alone.
 
     With ``dicom_dir`` the EHR comes from the ``PatientSex``, ``PatientAge`` and ``ViewPosition`` tags; absent tags
     become explicit missing values. Each record gets the image path under ``"image"`` as the bundles expect.
+    Folders in ``exclude`` (the run's output folder) and earlier output folders are never read as input.
     """
     if (image_dir is None) == (dicom_dir is None):
         raise ValueError("give exactly one input: `image_dir` (with `ehr_csv`) or `dicom_dir`")
     if image_dir is not None:
         if ehr_csv is None:
-            raise ValueError(f"`image_dir` {image_dir} needs an `ehr_csv` keyed by file name (column {schema.PATH!r})")
-        records, failures = scan_image_folder(image_dir, ehr_csv)
-    else:
-        records, failures = scan_dicom_folder(dicom_dir)
+            raise ValueError(
+                f"`image_dir` {image_dir} needs an `ehr_csv` keyed by path relative to it (column {schema.PATH!r})"
+            )
+        records, failures = scan_image_folder(image_dir, ehr_csv, exclude)
+    elif dicom_dir is not None:
+        records, failures = scan_dicom_folder(dicom_dir, exclude)
     for record in records:
         record[IMAGE_KEY] = str(record[schema.PATH])
         record["source"] = str(record[schema.PATH])

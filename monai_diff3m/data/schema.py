@@ -9,6 +9,7 @@ the MIMIC-IV ``omr`` measurements in their native units.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 PATH = "Path"
@@ -25,6 +26,16 @@ SEX_VALUES = ("Male", "Female")
 VIEW_VALUES = ("AP", "PA")
 FRONTAL = "Frontal"
 
+#: Accepted spellings of each sex (compared upper-case after stripping spaces), the same for CSV cells and the
+#: DICOM ``PatientSex`` tag. ``O`` (DICOM's "other"), ``Other`` and ``Unknown`` have no slot: they are missing.
+SEX_SPELLINGS = {"M": "Male", "MALE": "Male", "F": "Female", "FEMALE": "Female"}
+SEX_MISSING_SPELLINGS = ("O", "OTHER", "U", "UNKNOWN")
+#: Patient positions that may follow AP/PA without changing the projection (``AP SUPINE``, ``PA_ERECT``).
+VIEW_POSITION_QUALIFIERS = ("SUPINE", "ERECT", "SEMI-ERECT", "SEMIERECT", "UPRIGHT", "SITTING", "STANDING",
+                            "PORTABLE", "MOBILE", "HORIZONTAL")
+#: Lateral and decubitus codes (CheXpert ``AP/PA``, DICOM ``ViewPosition``): Diff3M is frontal-only.
+LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
+
 BMI = "BMI"
 SYSTOLIC = "Systolic BP"
 DIASTOLIC = "Diastolic BP"
@@ -34,6 +45,58 @@ WEIGHT = "Weight"
 MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN or a blank string: a cell or tag without a value."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def canonical_sex(value: Any, field: str = SEX) -> str | None:
+    """``Male``/``Female`` from any spelling of :data:`SEX_SPELLINGS` (case and surrounding spaces ignored); None
+    for a missing value or one of :data:`SEX_MISSING_SPELLINGS`. The one sex vocabulary of CSV and DICOM readers.
+
+    Raises:
+        ValueError: any other value; the message names ``field`` and the value.
+    """
+    if is_missing(value):
+        return None
+    text = str(value).strip().upper()
+    if text in SEX_SPELLINGS:
+        return SEX_SPELLINGS[text]
+    if text in SEX_MISSING_SPELLINGS:
+        return None
+    raise ValueError(
+        f"{field} {value!r} is not a sex: expected Male/M or Female/F (any case), or O/Other/Unknown/empty for missing"
+    )
+
+
+def canonical_view(value: Any, field: str = VIEW) -> str | None:
+    """``AP``/``PA`` from a frontal view code (case and spaces ignored), optionally followed by a patient position
+    of :data:`VIEW_POSITION_QUALIFIERS` (``AP Supine``, ``PA_ERECT``); None when missing. The one view vocabulary of
+    CSV and DICOM readers.
+
+    Raises:
+        ValueError: a lateral or decubitus view (Diff3M is frontal-only) or an unknown code, naming ``field``.
+    """
+    if is_missing(value):
+        return None
+    words = re.split(r"[\s_]+", str(value).strip().upper())
+    if any(word in LATERAL_VIEWS for word in words):
+        raise ValueError(
+            f"{field} {value!r} is a lateral view: lateral views are not supported, Diff3M is frontal-only "
+            f"(expected one of {VIEW_VALUES})"
+        )
+    if words[0] in VIEW_VALUES and all(word in VIEW_POSITION_QUALIFIERS for word in words[1:]):
+        return words[0]
+    raise ValueError(
+        f"{field} {value!r} is not a frontal view: expected one of {VIEW_VALUES} (any case, optionally followed by a "
+        f"patient position such as 'AP Supine') or empty"
+    )
 
 
 def anomaly_label(no_finding: Any) -> int:

@@ -23,7 +23,8 @@ TRAIN, VALID, TEST = "train", "valid", "test"
 SPLITS = (TRAIN, VALID, TEST)
 #: Columns that identify a patient, in the order they are looked for (the schema's, NIH's, MIMIC's).
 PATIENT_COLUMNS = (schema.PATIENT_ID, "Patient ID", "subject_id")
-#: CheXpert (``.../patient00001/study1/...``) and MIMIC (``files/p10/p10000032/s5.../...``) encode the patient in the path.
+#: CheXpert (``.../patient00001/study1/...``) and MIMIC (``files/p10/p10000032/s5.../...``) name the patient in the
+#: path.
 _PATH_PATIENT = re.compile(r"(?:^|/)(patient\d+|p\d{8})(?:/|$)")
 
 
@@ -44,7 +45,9 @@ def patient_ids(table: pd.DataFrame, source: str = "dataset CSV", column: str | 
         ids = table[candidates[0]]
         empty = ids.isna() | (ids.astype(str).str.strip() == "")
         if empty.any():
-            raise SplitError(f"{source}: column {candidates[0]!r} is empty in row(s) {(np.flatnonzero(empty) + 2)[:5].tolist()}")
+            raise SplitError(
+                f"{source}: column {candidates[0]!r} is empty in row(s) {(np.flatnonzero(empty) + 2)[:5].tolist()}"
+            )
         return ids.astype(str).str.strip()
     from_path = table[schema.PATH].astype(str).str.extract(_PATH_PATIENT, expand=False)
     if from_path.isna().any():
@@ -75,10 +78,17 @@ def split_by_patient(
         patient_column: the patient column, if not one of :data:`PATIENT_COLUMNS`.
     """
     if valid_fraction <= 0 or test_fraction <= 0 or valid_fraction + test_fraction >= 1:
-        raise SplitError(f"split fractions must be > 0 and leave normals for training; got valid={valid_fraction}, test={test_fraction}")
+        raise SplitError(
+            "split fractions must be > 0 and leave normals for training; "
+            f"got valid={valid_fraction}, test={test_fraction}"
+        )
     patients = patient_ids(table, source, patient_column)
     abnormal = table[schema.NO_FINDING].map(schema.anomaly_label).to_numpy()
-    counts = pd.DataFrame({"patient": patients.to_numpy(), "normal": 1 - abnormal, "abnormal": abnormal}).groupby("patient").sum()
+    counts = (
+        pd.DataFrame({"patient": patients.to_numpy(), "normal": 1 - abnormal, "abnormal": abnormal})
+        .groupby("patient")
+        .sum()
+    )
     if counts["normal"].sum() == 0 or counts["abnormal"].sum() == 0:
         raise SplitError(f"{source}: needs normal ('{schema.NO_FINDING}' = 1) and abnormal films; found only one class")
     order = np.random.default_rng(seed).permutation(len(counts))
@@ -86,7 +96,13 @@ def split_by_patient(
     counts = counts.iloc[np.argsort(-(counts["normal"] + counts["abnormal"]).to_numpy(), kind="stable")]
 
     abnormal_valid = valid_fraction / (valid_fraction + test_fraction)
-    targets = np.array([[1 - valid_fraction - test_fraction, 0.0], [valid_fraction, abnormal_valid], [test_fraction, 1 - abnormal_valid]])
+    targets = np.array(
+        [
+            [1 - valid_fraction - test_fraction, 0.0],
+            [valid_fraction, abnormal_valid],
+            [test_fraction, 1 - abnormal_valid],
+        ]
+    )
     totals = counts[["normal", "abnormal"]].sum().to_numpy(dtype=float)
     assigned = np.zeros((len(SPLITS), 2))
     split_of_patient = {}

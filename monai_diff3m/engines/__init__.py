@@ -1,5 +1,17 @@
 from monai_diff3m.engines.anomaly_scoring import AnomalyScoringStep
-from monai_diff3m.engines.checkpoints import checkpoint_metadata, load_network_weights, network_from_checkpoint, read_checkpoint
-from monai_diff3m.engines.diffusion_steps import Diff3MTrainingStep, Diff3MValidationStep, predict_x0, prepare_diff3m_batch
+from monai_diff3m.engines.checkpoints import (
+    checkpoint_metadata,
+    checkpoint_name,
+    load_network_weights,
+    network_for_checkpoint,
+    network_from_checkpoint,
+    read_checkpoint,
+)
+from monai_diff3m.engines.diffusion_steps import (
+    Diff3MTrainingStep,
+    Diff3MValidationStep,
+    predict_x0,
+    prepare_diff3m_batch,
+)
 from monai_diff3m.engines.losses import Diff3MLoss
 from monai_diff3m.engines.stages import start_stage2

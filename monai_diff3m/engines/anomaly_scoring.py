@@ -25,7 +25,9 @@ class AnomalyScoringStep:
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, Any]:
         engine.network.eval()
-        image, ehr, missing = prepare_diff3m_batch(batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key)
+        image, ehr, missing = prepare_diff3m_batch(
+            batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key
+        )
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
             result = self.inferer(image, engine.network, ehr, missing)
         batch_image = batchdata[self.image_key]

@@ -27,6 +27,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
+    if path.stat().st_size == 0:  # torch would blame mmap and the save format instead
+        raise ValueError(
+            f"checkpoint {path} is empty (0 bytes): an interrupted copy or download; copy it again or retrain"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
@@ -48,6 +52,23 @@ def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     return metadata
 
 
+def checkpoint_name(ieca_mode: str, use_pcm: bool = False) -> str:
+    """``diff3m_<ieca_mode>[_pcm]``: the name of a run's ``_last.pt``/``_best.pt`` files and of its output folders."""
+    return f"diff3m_{ieca_mode}{'_pcm' if use_pcm else ''}"
+
+
+def network_for_checkpoint(path: str | Path) -> Diff3MUNet:
+    """A ``Diff3MUNet`` with the architecture stored in checkpoint ``path``, its weights not yet loaded.
+
+    While no checkpoint exists, it has the class defaults, which are the bundle's architecture (the one
+    ``metadata.json`` describes), so that the Model Zoo's shape and property checks run on a fresh bundle; loading
+    the weights then fails with "train first".
+    """
+    if not Path(path).is_file():
+        return Diff3MUNet()
+    return Diff3MUNet(**checkpoint_metadata(path)["network_args"])
+
+
 def network_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Diff3MUNet:
     """Rebuild the trained ``Diff3MUNet`` from the checkpoint's stored constructor arguments and load its weights."""
     checkpoint = read_checkpoint(path, map_location)
@@ -56,7 +77,9 @@ def network_from_checkpoint(path: str | Path, map_location: str | torch.device =
     return network
 
 
-def load_network_weights(network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load_network_weights(
+    network: torch.nn.Module, path: str | Path, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load a checkpoint's weights into an existing network, explaining any mismatch."""
     load_state_dict_explained(network, read_checkpoint(path, map_location)["network"], Path(path))
     return network
@@ -65,11 +88,14 @@ def load_network_weights(network: torch.nn.Module, path: str | Path, map_locatio
 def load_state_dict_explained(
     network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, ignore_missing: tuple[str, ...] = ()
 ) -> None:
-    """``load_state_dict`` that raises a ``ValueError`` explaining a mismatch; ``ignore_missing`` key prefixes may be absent."""
+    """``load_state_dict`` raising a ``ValueError`` that explains a mismatch; keys starting with ``ignore_missing``
+    may be absent."""
     try:
         mismatch = network.load_state_dict(state, strict=False)
     except RuntimeError as error:  # same keys, different shapes
-        raise ValueError(f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}") from error
+        raise ValueError(
+            f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}"
+        ) from error
     missing = [key for key in mismatch.missing_keys if not key.startswith(ignore_missing)]
     _explain_mismatch(path, network, missing, mismatch.unexpected_keys)
 
@@ -88,5 +114,6 @@ def _explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], 
         hints.append(f"the checkpoint was trained with another ieca_mode than this network's {mode!r}")
     raise ValueError(
         f"checkpoint {path} does not fit the network: {len(missing)} missing key(s) (e.g. {missing[:3]}), "
-        f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). " + ("; ".join(hints) or "check channels/attention settings")
+        f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). "
+        + ("; ".join(hints) or "check channels/attention settings")
     )

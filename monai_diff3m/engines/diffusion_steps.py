@@ -1,7 +1,8 @@
 """Iteration functions that plug Diff3M's noising, forward pass and loss into MONAI's engines.
 
 MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` run the Ignite loop, handlers, AMP flags and metrics; the only
-Diff3M-specific part, one diffusion step, is the ``iteration_update`` callable defined here.
+Diff3M-specific part, one diffusion step, is the ``iteration_update`` callable defined here. The forward pass goes
+through the engine's ``inferer`` (MONAI's ``SimpleInferer`` in the bundle), as MONAI's own iteration does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 
 
 def prepare_diff3m_batch(
-    batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False, image_key: str = "image", ehr_key: str = "ehr"
+    batchdata: dict[str, Any],
+    device: torch.device | str,
+    non_blocking: bool = False,
+    image_key: str = "image",
+    ehr_key: str = "ehr",
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Move the image, encoded EHR and missing mask of a collated batch to ``device`` as plain tensors.
 
@@ -31,7 +36,9 @@ def prepare_diff3m_batch(
     if image_key not in batchdata:
         raise KeyError(f"batch has no {image_key!r}; keys are {sorted(batchdata)}")
     image = batchdata[image_key]
-    image = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).to(device=device, non_blocking=non_blocking)
+    image = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).to(
+        device=device, non_blocking=non_blocking
+    )
     ehr = batchdata.get(ehr_key)
     missing = batchdata.get(f"{ehr_key}_missing")
     ehr = None if ehr is None else torch.as_tensor(ehr).to(device=device, non_blocking=non_blocking)
@@ -40,7 +47,11 @@ def prepare_diff3m_batch(
 
 
 def predict_x0(
-    scheduler: Scheduler, noisy: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, clip_range: Sequence[float] = DIFFUSION_IMAGE_RANGE
+    scheduler: Scheduler,
+    noisy: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    clip_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
 ) -> torch.Tensor:
     """x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clipped to ``clip_range`` (the image range)."""
     alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
@@ -48,7 +59,9 @@ def predict_x0(
 
 
 class _DiffusionStep:
-    def __init__(self, scheduler: Scheduler, loss: Diff3MLoss | None = None, image_key: str = "image", ehr_key: str = "ehr") -> None:
+    def __init__(
+        self, scheduler: Scheduler, loss: Diff3MLoss | None = None, image_key: str = "image", ehr_key: str = "ehr"
+    ) -> None:
         self.scheduler = scheduler
         self.loss = loss or Diff3MLoss()
         self.image_key = image_key
@@ -57,13 +70,15 @@ class _DiffusionStep:
     def _forward(
         self, engine: Any, batchdata: dict[str, Any], generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Diff3MOutput]:
-        image, ehr, missing = prepare_diff3m_batch(batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key)
+        image, ehr, missing = prepare_diff3m_batch(
+            batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key
+        )
         num_timesteps = self.scheduler.num_train_timesteps
         timesteps = torch.randint(0, num_timesteps, (image.shape[0],), generator=generator).to(image.device)
         noise = torch.randn(image.shape, generator=generator, dtype=image.dtype).to(image.device)
         noisy = self.scheduler.add_noise(original_samples=image, noise=noise, timesteps=timesteps)
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
-            output = engine.network(noisy, timesteps, ehr, missing, x0=image)
+            output = engine.inferer(noisy, engine.network, timesteps, ehr, missing, x0=image)
         return image, noise, noisy, timesteps, output
 
 
@@ -114,7 +129,7 @@ class Diff3MValidationStep(_DiffusionStep):
         with torch.no_grad():
             image, noise, noisy, timesteps, output = self._forward(engine, batchdata, generator)
             loss = self.loss(output, noise, noisy)
-            m1, _ = checkerboard_masks(tuple(image.shape[-2:]), device=image.device, dtype=image.dtype)
+            m1, _ = checkerboard_masks((image.shape[-2], image.shape[-1]), device=image.device, dtype=image.dtype)
             result = {
                 "image": image,
                 "loss": loss,

@@ -23,7 +23,12 @@ def capture_rng_state() -> dict[str, Any]:
     _, key, position, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(position), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():

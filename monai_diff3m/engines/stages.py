@@ -10,7 +10,9 @@ from monai_diff3m.engines.checkpoints import PCM_PREFIXES, load_state_dict_expla
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
 
-def start_stage2(network: Diff3MUNet, stage1_checkpoint: str | Path, map_location: str | torch.device = "cpu") -> Diff3MUNet:
+def start_stage2(
+    network: Diff3MUNet, stage1_checkpoint: str | Path, map_location: str | torch.device = "cpu"
+) -> Diff3MUNet:
     """Load a stage-1 checkpoint into a PCM network, copy its encoder into the PCM encoders and freeze.
 
     This is the authors' training run: it loads a pretrained checkpoint with ``strict=False`` (PCM weights the

@@ -1,3 +1,5 @@
-from monai_diff3m.handlers.checkpoint import CheckpointWriter, ResumeFromCheckpoint
-from monai_diff3m.handlers.image_grids import ImageGridHandler
 from monai_diff3m.handlers.anomaly_results import AnomalyEvaluationHandler, AnomalyResultWriter, anomaly_overlay
+from monai_diff3m.handlers.checkpoint import CheckpointWriter, ResumeFromCheckpoint
+from monai_diff3m.handlers.ema import WarmupEMAHandler
+from monai_diff3m.handlers.image_grids import ImageGridHandler
+from monai_diff3m.handlers.progress import TerminalProgressBar

@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from ignite.engine import Engine, Events
+from ignite.engine.events import RemovableEventHandle
 from matplotlib import colormaps
+from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from monai_diff3m.data import schema
+from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
-from monai_diff3m.io import atomic_path, write_csv_atomic, write_json_atomic
+from monai_diff3m.io import atomic_path, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics
 from monai_diff3m.metrics.plots import save_roc_pr_curves
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
@@ -26,14 +29,26 @@ logger = logging.getLogger(__name__)
 
 EHR_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
 RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
+SCORES_FILE = "scores.csv"
+FAILURES_FILE = "failures.csv"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "roc_pr_curves.png"
+MAP_COLUMNS = ("map_nifti", "map_overlay")
+FAILURE_COLUMNS = ("path", "reason")
 
 
 class AnomalyResultWriter:
-    """Collect one row per scored image and write ``scores.csv``, ``failures.csv`` and the anomaly maps.
+    """Write one row per scored image to ``scores.csv``, the inputs that could not be scored to ``failures.csv``, and
+    the anomaly maps, keeping the output folder consistent whatever happens to the run.
 
     Each row has the image, every score, the EHR values the model was given (as read; empty = missing, encoded as
     the learned "missing" token) and the attention weight of each EHR token. Maps are written per image as NIfTI
-    (with the spacing of the resized image) and as a PNG overlay. Every file is written atomically.
+    (with the spacing of the resized image) and as a PNG overlay; an image whose map cannot be written becomes a
+    failure row instead of stopping the run. When the run starts, the writer locks the folder against a second run
+    (``OutputFolder``) and removes the previous run's tables and the maps they name; rows and failures are appended
+    to ``scores.partial.csv`` / ``failures.partial.csv`` after every batch and renamed onto ``scores.csv`` /
+    ``failures.csv`` when the run completes, so a killed run keeps its finished batches and never leaves an old
+    ``scores.csv`` beside new maps.
 
     Args:
         output_dir: folder for all outputs.
@@ -58,34 +73,52 @@ class AnomalyResultWriter:
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
         self.slot_names = list(slot_names)
-        self.failures = list(failures)
+        self.input_failures = list(failures)
         self.write_maps = write_maps
         self.keep_maps = keep_maps
         self.image_range = tuple(float(bound) for bound in image_range)
+        self.folder = OutputFolder(self.output_dir)
         self.rows: list[dict[str, Any]] = []
+        self.failures: list[tuple[str, str]] = []
         self.maps: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         self._used_names: set[str] = set()
+        self._scores: GrowingCSV | None = None
+        self._failures: GrowingCSV | None = None
+        self._release_handle: RemovableEventHandle | None = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write_tables)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._abort)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
-    def _reset(self, engine: Engine) -> None:
+    def _start(self, engine: Engine) -> None:
+        self.folder.acquire()
+        # registered now, so it runs after every COMPLETED handler attached with the config (metrics.json included)
+        self._release_handle = engine.add_event_handler(Events.COMPLETED, self._release)
+        self.folder.clear_previous_run(
+            tables=(SCORES_FILE, FAILURES_FILE, METRICS_FILE, CURVES_FILE),
+            files_named_in=(SCORES_FILE, partial_path(SCORES_FILE).name),
+            file_columns=MAP_COLUMNS,
+        )
         self.rows, self.maps, self.masks, self._used_names = [], [], [], set()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.failures = list(self.input_failures)
+        self._scores = GrowingCSV(self.output_dir / SCORES_FILE)
+        self._failures = GrowingCSV(self.output_dir / FAILURES_FILE, columns=FAILURE_COLUMNS)
+        self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in self.failures])
 
     def _collect(self, engine: Engine) -> None:
-        output = engine.state.output
+        output = cast(dict[str, Any], engine.state.output)
         image = output["image"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
         scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
         attention = output.get("ehr_attention")
         attention = None if attention is None else attention.float().cpu().numpy()
+        rows, failures = [], []
         for index, source in enumerate(output["source"]):
             record = self.records.get(str(source), {})
             image_path = str(record.get("image", source))
@@ -93,19 +126,35 @@ class AnomalyResultWriter:
             row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
-                row.update({f"attention[{slot}]": float(attention[index, position]) for position, slot in enumerate(self.slot_names)})
+                row.update(
+                    {
+                        f"attention[{slot}]": float(attention[index, position])
+                        for position, slot in enumerate(self.slot_names)
+                    }
+                )
             if self.write_maps:
                 name = self._unique_name(image_path)
                 affine = output.get("affine")
-                spacing = (1.0, 1.0) if affine is None else tuple(float(affine[index][axis, axis]) for axis in (0, 1))
-                self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
+                spacing = (1.0, 1.0) if affine is None else (float(affine[index][0, 0]), float(affine[index][1, 1]))
+                try:
+                    self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
+                except (OSError, ValueError, HeaderDataError) as error:
+                    logger.warning("not scored: the map of %s cannot be written: %s", image_path, error)
+                    reason = f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"
+                    failures.append((image_path, reason))
+                    continue
                 row["map_nifti"] = f"maps/{name}.nii.gz"
                 row["map_overlay"] = f"overlays/{name}.png"
-            self.rows.append(row)
+            rows.append(row)
             if self.keep_maps:
                 self.maps.append(output["smoothed_map"][index, 0].float().cpu().numpy())
                 if "mask" in output:
                     self.masks.append(output["mask"][index, 0].float().cpu().numpy())
+        self.rows.extend(rows)
+        self.failures.extend(failures)
+        assert self._scores is not None and self._failures is not None, "attach() registers _start first"
+        self._scores.append(rows)
+        self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
 
     def _unique_name(self, image_path: str) -> str:
         stem = Path(image_path).name.split(".")[0] or "image"
@@ -116,7 +165,9 @@ class AnomalyResultWriter:
         self._used_names.add(name)
         return name
 
-    def _write_map_files(self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]) -> None:
+    def _write_map_files(
+        self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]
+    ) -> None:
         nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
         nifti_path.parent.mkdir(parents=True, exist_ok=True)
         affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
@@ -125,20 +176,39 @@ class AnomalyResultWriter:
         overlay_path = self.output_dir / "overlays" / f"{name}.png"
         overlay_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(overlay_path) as temporary:
-            Image.fromarray(anomaly_overlay(image, anomaly_map, image_range=self.image_range)).save(temporary, format="PNG")
+            Image.fromarray(anomaly_overlay(image, anomaly_map, image_range=self.image_range)).save(
+                temporary, format="PNG"
+            )
 
     def _write_tables(self, engine: Engine) -> None:
-        write_csv_atomic(self.table(), self.output_dir / "scores.csv")
-        write_csv_atomic(pd.DataFrame(self.failures, columns=["path", "reason"]), self.output_dir / "failures.csv")
-        logger.info("scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir)
+        assert self._scores is not None and self._failures is not None, "attach() registers _start first"
+        self._scores.promote()
+        self._failures.promote()
+        logger.info(
+            "scored %d image(s), %d failure(s); results in %s", len(self.rows), len(self.failures), self.output_dir
+        )
         for path, reason in self.failures:
             logger.warning("not scored: %s (%s)", path, reason)
 
+    def _release(self, engine: Engine) -> None:
+        if self._release_handle is not None:
+            self._release_handle.remove()
+            self._release_handle = None
+        self.folder.release()
+
+    def _abort(self, engine: Engine, error: BaseException) -> None:
+        """Keep the partial tables (every finished batch), free the folder for a rerun, and let the error through."""
+        self._release(engine)
+        raise error
+
 
 def anomaly_overlay(
-    image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.6, image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.6,
+    image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
 ) -> np.ndarray:
-    """RGB uint8 overlay: the image in gray (from ``image_range``) blended with the per-image-scaled map in 'inferno'."""
+    """RGB uint8 overlay: the image in gray (from ``image_range``) blended with the per-image-scaled map, 'inferno'."""
     low, high = image_range
     gray = np.clip((image - low) / (high - low), 0.0, 1.0)
     scaled = anomaly_map / max(float(anomaly_map.max()), 1e-8)
@@ -185,14 +255,18 @@ class AnomalyEvaluationHandler:
         if schema.NO_FINDING not in table.columns:
             raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
         groups = [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
-        metrics = evaluate_table(table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed)
+        metrics = evaluate_table(
+            table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed
+        )
         lesion_masks = [mask for mask in self.writer.masks if mask.any()]
         if self.writer.masks and lesion_masks:
             metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
         self.metrics = metrics
-        write_json_atomic(metrics, self.output_dir / "metrics.json")
+        write_json_atomic(metrics, self.output_dir / METRICS_FILE)
         labels = abnormal_labels(table)
-        save_roc_pr_curves(labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / "roc_pr_curves.png")
+        save_roc_pr_curves(
+            labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / CURVES_FILE
+        )
         if self.summary_writer is not None:
             for name, values in metrics["scores"].items():
                 for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
@@ -202,4 +276,9 @@ class AnomalyEvaluationHandler:
                     self.summary_writer.add_scalar(f"test/pixel/{metric}", value, engine.state.epoch)
             self.summary_writer.flush()
         best = metrics["best_score"]
-        logger.info("best score %s: AUROC %.3f, AUPRC %.3f", best, metrics["scores"][best]["auroc"], metrics["scores"][best]["auprc"])
+        logger.info(
+            "best score %s: AUROC %.3f, AUPRC %.3f",
+            best,
+            metrics["scores"][best]["auroc"],
+            metrics["scores"][best]["auprc"],
+        )

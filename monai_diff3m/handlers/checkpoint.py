@@ -1,9 +1,11 @@
 """Atomic, resumable checkpoints: a crash while saving never leaves a truncated ``last.pt`` or ``best.pt``, and a
 killed training run continues from its last ``last.pt`` with ``--resume true``.
 
-MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a kill mid-write corrupts the only copy, and
-MONAI's ``CheckpointLoader`` restores weights and engine progress but not the random generators, which decide the
-noise, timesteps and batch order of every later step.
+Kept instead of the libraries' savers: MONAI's ``CheckpointSaver`` writes in place (``atomic=False``), so a kill
+mid-write corrupts the only copy; Ignite's ``Checkpoint`` with an atomic ``DiskSaver`` deletes a same-named
+``last.pt`` before writing its replacement, so a kill between the two leaves none; and neither MONAI's
+``CheckpointLoader`` nor Ignite restores the random generators, which decide the noise, timesteps and batch order of
+every later step, nor explains a checkpoint from another configuration.
 """
 
 from __future__ import annotations
@@ -55,13 +57,14 @@ class CheckpointWriter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        if self.only_on_best and getattr(engine.state, "best_metric_epoch", -1) != engine.state.epoch:
+        state: Any = engine.state  # MONAI's evaluators add best_metric and best_metric_epoch to Ignite's state
+        if self.only_on_best and getattr(state, "best_metric_epoch", -1) != state.epoch:
             return
         content = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         content["epoch"] = engine.state.epoch
         content["metadata"] = self.metadata
         if self.only_on_best:
-            content["metadata"] = {**self.metadata, "best_metric": float(engine.state.best_metric)}
+            content["metadata"] = {**self.metadata, "best_metric": float(state.best_metric)}
         if self.resumable:
             content["trainer"] = dict(engine.state_dict())
             content["rng"] = capture_rng_state()
@@ -82,7 +85,8 @@ class ResumeFromCheckpoint:
 
     Args:
         load_path: the ``last.pt`` written with ``resumable=True``.
-        load_dict: objects with ``load_state_dict``, keyed as in the checkpoint, e.g. ``{"network": net, "optimizer": opt}``.
+        load_dict: objects with ``load_state_dict``, keyed as in the checkpoint, e.g.
+            ``{"network": net, "optimizer": opt}``.
         evaluator: the validation engine whose ``best_metric`` decides when ``best_path`` is written.
         best_path: the best checkpoint of the interrupted run; its ``best_metric`` metadata and epoch are restored.
         map_location: device the checkpoint tensors are loaded to before being copied into the objects.
@@ -114,25 +118,40 @@ class ResumeFromCheckpoint:
             raise FileNotFoundError(f"cannot resume: {self.load_path} does not exist; start training without --resume")
         checkpoint = read_checkpoint(self.load_path, self.map_location)
         if "trainer" not in checkpoint or "rng" not in checkpoint:
-            raise ValueError(f"cannot resume from {self.load_path}: it has no trainer and RNG state (not written with resumable=True)")
+            raise ValueError(
+                f"cannot resume from {self.load_path}: it has no trainer and RNG state "
+                "(not written with resumable=True)"
+            )
         progress = checkpoint["trainer"]
         if progress["epoch_length"] != engine.state.epoch_length:
             raise ValueError(
-                f"cannot resume from {self.load_path}: it was trained with {progress['epoch_length']} iterations per epoch, "
+                f"cannot resume from {self.load_path}: it was trained with {progress['epoch_length']} iterations "
+                "per epoch, "
                 f"this run has {engine.state.epoch_length} (other training data or batch size)"
             )
         epoch = progress["iteration"] // progress["epoch_length"]
         if epoch > engine.state.max_epochs:
-            raise ValueError(f"cannot resume from {self.load_path}: it already trained {epoch} epochs, more than --max_epochs {engine.state.max_epochs}")
+            raise ValueError(
+                f"cannot resume from {self.load_path}: it already trained {epoch} epochs, "
+                f"more than --max_epochs {engine.state.max_epochs}"
+            )
         for name, obj in self.load_dict.items():
             if isinstance(obj, torch.nn.Module):
                 load_state_dict_explained(obj, checkpoint[name], self.load_path)
             else:
                 obj.load_state_dict(checkpoint[name])
-        engine.load_state_dict({"iteration": progress["iteration"], "epoch_length": progress["epoch_length"], "max_epochs": engine.state.max_epochs})
+        engine.load_state_dict(
+            {
+                "iteration": progress["iteration"],
+                "epoch_length": progress["epoch_length"],
+                "max_epochs": engine.state.max_epochs,
+            }
+        )
         self._restore_best_metric(engine.state.epoch)
         restore_rng_state(checkpoint["rng"])
-        engine.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        engine.logger.info(
+            f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        )
 
     def _restore_best_metric(self, epoch: int) -> None:
         """Take over the interrupted run's best metric; a best checkpoint from a later epoch belongs to another run."""
@@ -141,5 +160,6 @@ class ResumeFromCheckpoint:
         best = read_checkpoint(self.best_path, self.map_location)
         if best["epoch"] > epoch or "best_metric" not in best.get("metadata", {}):
             return
-        self.evaluator.state.best_metric = best["metadata"]["best_metric"]
-        self.evaluator.state.best_metric_epoch = best["epoch"]
+        evaluator_state: Any = self.evaluator.state
+        evaluator_state.best_metric = best["metadata"]["best_metric"]
+        evaluator_state.best_metric_epoch = best["epoch"]

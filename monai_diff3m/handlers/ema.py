@@ -10,64 +10,42 @@ authors' decay on long runs (n ≈ 90 000 for 0.9999).
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
 
 
-class EMAWeights:
-    """Ignite handler keeping ``ema_network``, an EMA copy of ``network``, updated after every iteration.
+def warmup_decay(decay: float, num_updates: int) -> float:
+    """The decay of update ``num_updates + 1``: ``decay``, capped at (1 + n) / (10 + n) after n updates."""
+    return min(decay, (1 + num_updates) / (10 + num_updates))
 
-    The copy is made at construction (so before training) and never receives gradients. It has the network's
-    parameter names, so its ``state_dict`` is a drop-in set of network weights: put the handler in a
-    ``CheckpointWriter``'s ``save_dict`` to save the EMA weights, or validate with ``ema_network``.
+
+class WarmupEMAHandler(EMAHandler):
+    """Ignite's ``EMAHandler`` with the warm-up above, counted from the trainer's iteration.
+
+    Ignite's own warm-up is linear over a fixed number of iterations and counts its own calls, which restart at 0
+    when a run is resumed; this one reads n from the trainer's iteration, which ``ResumeFromCheckpoint`` restores,
+    so a resumed run continues the warm-up where it stopped. ``ema_model`` has the network's parameter names, so it
+    can be saved as a set of network weights or used for validation. Buffers are shared with the network.
 
     Args:
-        network: the trained network (unwrapped: not DDP nor ``torch.compile``, so the names stay plain).
-        decay: EMA decay per optimiser step (the authors': 0.9999).
+        model: the trained network (unwrapped: not DDP nor ``torch.compile``, so the names stay plain).
+        decay: EMA decay per optimiser step (the authors': 0.9999); ignite's ``momentum`` is ``1 - decay``.
         warmup: cap the decay at (1 + n) / (10 + n) after n updates, see the module docstring.
     """
 
-    def __init__(self, network: torch.nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.network = network
+    def __init__(self, model: torch.nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        super().__init__(model, momentum=1.0 - decay)
         self.decay = decay
         self.warmup = warmup
-        self.num_updates = 0
-        self.ema_network = copy.deepcopy(network).eval().requires_grad_(False)
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+    def attach(self, engine: Engine, name: str = "ema_momentum") -> None:  # type: ignore[override]
+        """Set the momentum of each iteration before ignite's update, which reads it from ``engine.state.<name>``."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._set_momentum, name)
+        super().attach(engine, name, warn_if_exists=False, event=Events.ITERATION_COMPLETED)
 
-    def current_decay(self) -> float:
-        """The decay the next update uses."""
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
-    @torch.no_grad()
-    def update(self) -> None:
-        """ema ← decay·ema + (1 − decay)·weights for parameters; buffers (e.g. norm statistics) are copied."""
-        weight = 1.0 - self.current_decay()
-        for average, current in zip(self.ema_network.parameters(), self.network.parameters()):
-            average.lerp_(current.detach(), weight)
-        for average, current in zip(self.ema_network.buffers(), self.network.buffers()):
-            average.copy_(current)
-        self.num_updates += 1
-
-    def __call__(self, engine: Engine) -> None:
-        """Update after the trainer's iteration n, which is the n-th update: the trainer's iteration is restored on
-        resume (the EMA weights are too, through the checkpoint), so the warm-up continues where it stopped."""
-        self.num_updates = engine.state.iteration - 1
-        self.update()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The EMA weights, with the network's own parameter names."""
-        return self.ema_network.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        self.ema_network.load_state_dict(state_dict)
+    def _set_momentum(self, engine: Engine, name: str) -> None:
+        decay = warmup_decay(self.decay, engine.state.iteration - 1) if self.warmup else self.decay
+        setattr(engine.state, name, 1.0 - decay)

@@ -59,7 +59,6 @@ class ImageGridHandler:
                 high = images.amax(dim=(1, 2, 3), keepdim=True)
                 images = (images - low) / (high - low).clamp_min(1e-8)
             else:
-                low, high = self.image_range
-                images = ((images - low) / (high - low)).clamp(0.0, 1.0)
+                images = ((images - self.image_range[0]) / (self.image_range[1] - self.image_range[0])).clamp(0.0, 1.0)
             self.writer.add_images(f"{self.tag_prefix}/{key}", images, global_step=engine.state.epoch)
         self.writer.flush()

@@ -2,15 +2,16 @@
 
 The denoised image is a normal-looking twin: the model only learnt normal anatomy for this EHR, so what it cannot
 reproduce is anomalous. ``noising="ddim_inversion"`` is the authors' (deterministic DDIM inversion to L);
-``noising="stochastic"`` jumps to L with q(x_t | x₀) using seeded noise (AnoDDPM-style), which halves the network
-evaluations and erases small lesions more reliably. Both denoise with deterministic DDIM (η = 0). Every step, in
-both directions, predicts x̂₀ the same way: from x̃_t instead of x_t when the network has PCM branches, clipped to
-``clip_range``; the update re-derives ε from the real x_t (the authors' code does the same in both directions).
+``noising="stochastic"`` jumps to L with q(x_t | x₀) using per-image seeded noise (AnoDDPM-style), which halves the
+network evaluations and erases small lesions more reliably. Both denoise with deterministic DDIM (η = 0). Every
+step, in both directions, predicts x̂₀ the same way: from x̃_t instead of x_t when the network has PCM branches,
+clipped to ``clip_range``; the update re-derives ε from the real x_t (the authors' code does the same both ways).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from monai.networks.schedulers import Scheduler
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
+from monai_diff3m.transforms.lung_fields import plausible_lung_fields
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: How DDIM steps are indexed, see ``ddim_steps``.
@@ -60,7 +62,8 @@ class ScoringSchedule:
     @property
     def name(self) -> str:
         steps = FULL_SCHEDULE if self.num_steps is None else self.num_steps
-        return f"{self.noising} L={self.noise_level} steps={steps}" + ("" if self.indexing == "aligned" else f" indexing={self.indexing}")
+        indexing = "" if self.indexing == "aligned" else f" indexing={self.indexing}"
+        return f"{self.noising} L={self.noise_level} steps={steps}{indexing}"
 
 
 #: The authors' scoring: DDIM inversion with every timestep to L = 400 and back, indexed as their code (798 network
@@ -79,7 +82,9 @@ def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
     return torch.linspace(0, noise_level, steps + 1).round().long().tolist()
 
 
-def ddim_steps(noise_level: int, num_steps: int | None, indexing: str = "aligned") -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def ddim_steps(
+    noise_level: int, num_steps: int | None, indexing: str = "aligned"
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(inversion, denoising) DDIM steps as (timestep the network is evaluated at, timestep the update moves to).
 
     ``aligned``: the clean image stands at t = 0; inversion moves t_k → t_(k+1) up to L and denoising comes back
@@ -94,10 +99,32 @@ def ddim_steps(noise_level: int, num_steps: int | None, indexing: str = "aligned
         raise ValueError(f"indexing must be one of {DDIM_INDEXINGS}, got {indexing!r}")
     if indexing == "aligned":
         timesteps = ddim_timesteps(noise_level, num_steps)
-        return list(zip(timesteps[:-1], timesteps[1:])), list(zip(reversed(timesteps[1:]), reversed(timesteps[:-1])))
+        inversion = list(zip(timesteps[:-1], timesteps[1:]))
+        return inversion, [(following, current) for current, following in reversed(inversion)]
     if num_steps is not None or noise_level < 2:
-        raise ValueError(f"the authors' indexing exists for every timestep (num_steps=None) and L >= 2, got L={noise_level}, num_steps={num_steps}")
+        raise ValueError(
+            "the authors' indexing exists for every timestep (num_steps=None) and L >= 2, "
+            f"got L={noise_level}, num_steps={num_steps}"
+        )
     return [(k, k + 1) for k in range(1, noise_level)], [(i, i - 1) for i in range(noise_level - 2, -1, -1)]
+
+
+def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Standard normal noise shaped like ``images`` (N, C, H, W), each image's drawn from a generator seeded by
+    ``seed`` and a hash of that image's own float32 pixels.
+
+    A score must be a function of the image, not of what else is in its batch: one generator per batch gave copies
+    of one film at four batch positions four different scores. Hashing the pixels (not the path or the position)
+    gives identical films identical noise wherever they are: alone, in any batch, on any device. The EHR is left out
+    of the hash, so scoring one film under two EHRs changes only the conditioning, not the noise.
+    """
+    pixels = images.detach().float().cpu().contiguous().numpy()
+    noise = []
+    for image in pixels:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=8, key=str(seed).encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        noise.append(torch.randn(image.shape, generator=generator))
+    return torch.stack(noise).to(images.device)
 
 
 def _minmax(images: torch.Tensor) -> torch.Tensor:
@@ -113,10 +140,13 @@ def _lung_field_segmenter() -> LungFieldSegmenter:
 
 def lung_masks(twin: torch.Tensor) -> torch.Tensor:
     """Lung fields of each normal twin (N, 1, H, W), by the shipped lung-field network; the twin, not the input, so
-    a lesion that fills a lung cannot hide it. An image without lung fields gets an all-True mask (whole image)."""
+    a lesion that fills a lung cannot hide it. A twin whose mask is not two plausible lungs (``plausible_lung_fields``,
+    e.g. a blank or non-chest image) gets an all-True mask: its ``lung_mean`` is the whole-image mean."""
     masks = _lung_field_segmenter()(twin.float())
-    empty = ~masks.flatten(1).any(dim=1)
-    return masks | empty.view(-1, 1, 1, 1)
+    implausible = torch.tensor(
+        [not plausible_lung_fields(mask[0].cpu().numpy()) for mask in masks], device=masks.device
+    )
+    return masks | implausible.view(-1, 1, 1, 1)
 
 
 def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -141,10 +171,11 @@ class Diff3MAnomalyInferer(Inferer):
     Args:
         scheduler: the training noise schedule (its ``alphas_cumprod``); a MONAI DDPM/DDIM scheduler.
         noise_level: L, the timestep the image is noised to (the authors: 400 of T = 1000, on [0, 1] images).
-        num_steps: DDIM steps from 0 to L (each way); ``None`` for every timestep as the authors.
+        num_steps: DDIM steps from 0 to L (each way); ``None`` for every timestep, as the authors.
         noising: ``"ddim_inversion"`` (the authors') or ``"stochastic"``.
         smoothing_sigma: Gaussian sigma in pixels for the smoothed map (0 disables smoothing).
-        seed: seed of the stochastic noise (and of the authors' start noise); fixed so that scores are reproducible.
+        seed: seed of the stochastic noise, combined with each image's pixels (:func:`image_noise`), so that a score
+            is reproducible and does not depend on the batch.
         use_pcm: replace x_t by the checkerboard reconstruction x̃_t when predicting x̂₀, if the network has PCM.
         image_range: intensity range of the images the network was trained on (``[-1, 1]`` or the authors' ``[0, 1]``).
         clip_range: x̂₀ is clipped to this range at every step, and the twin too; default ``image_range``. The authors
@@ -152,18 +183,18 @@ class Diff3MAnomalyInferer(Inferer):
             is); the reference preset reproduces it.
         indexing: ``"aligned"`` or the authors' (``ddim_steps``); ``"authors"`` needs DDIM inversion with every
             timestep and, as their code, first adds q(x_0 | image) noise (standard deviation √(1 − ᾱ₀) = 0.01),
-            seeded here.
+            drawn here like the stochastic noise (:func:`image_noise`).
     """
 
     def __init__(
         self,
         scheduler: Scheduler,
-        noise_level: int = 400,
-        num_steps: int | None = 20,
-        noising: str = "ddim_inversion",
+        noise_level: int = 50,
+        num_steps: int | None = 5,
+        noising: str = "stochastic",
         smoothing_sigma: float = 1.0,
         seed: int = 0,
-        use_pcm: bool = True,
+        use_pcm: bool = False,
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
         clip_range: Sequence[float] | None = None,
         indexing: str = "aligned",
@@ -172,7 +203,9 @@ class Diff3MAnomalyInferer(Inferer):
         if noising not in NOISING_MODES:
             raise ValueError(f"noising must be one of {NOISING_MODES}, got {noising!r}")
         if noise_level >= scheduler.num_train_timesteps:
-            raise ValueError(f"noise_level {noise_level} must be below the scheduler's T={scheduler.num_train_timesteps}")
+            raise ValueError(
+                f"noise_level {noise_level} must be below the scheduler's T={scheduler.num_train_timesteps}"
+            )
         if indexing == "authors" and noising != "ddim_inversion":
             raise ValueError("the authors' indexing belongs to their DDIM inversion; use noising='ddim_inversion'")
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
@@ -181,8 +214,10 @@ class Diff3MAnomalyInferer(Inferer):
         self.smoothing_sigma = smoothing_sigma
         self.seed = seed
         self.use_pcm = use_pcm
-        self.image_range = tuple(float(bound) for bound in image_range)
-        self.clip_range = self.image_range if clip_range is None else tuple(float(bound) for bound in clip_range)
+        low, high = (float(bound) for bound in image_range)
+        self.image_range = (low, high)
+        clip_low, clip_high = (low, high) if clip_range is None else (float(bound) for bound in clip_range)
+        self.clip_range = (clip_low, clip_high)
         self.indexing = indexing
 
     def __call__(  # type: ignore[override]
@@ -198,9 +233,7 @@ class Diff3MAnomalyInferer(Inferer):
         alphas = self.alphas_cumprod.to(image.device)
         with torch.no_grad():
             if self.noising == "ddim_inversion":
-                start = image
-                if self.indexing == "authors":
-                    start = self._jump(image, alphas[0])
+                start = self._jump(image, alphas[0]) if self.indexing == "authors" else image
                 noisy, _ = self._ddim(start, self.inversion_steps, image, network, ehr, ehr_missing, alphas)
             else:
                 noisy = self._jump(image, alphas[self.denoising_steps[0][0]])
@@ -218,15 +251,18 @@ class Diff3MAnomalyInferer(Inferer):
             "ehr_attention": attention,
         }
 
-    def _jump(self, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """q(x_t | x₀) with the seeded noise: √ᾱ·x₀ + √(1 − ᾱ)·ε."""
-        noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(self.seed)).to(image.device)
-        return alpha.sqrt() * image + (1 - alpha).sqrt() * noise
-
     def _predict(self, network, x, t, image, ehr, ehr_missing) -> Diff3MOutput:
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         output = network(x, timesteps, ehr, ehr_missing, x0=image)
-        return Diff3MOutput(output.noise.float(), None if output.reconstruction is None else output.reconstruction.float(), output.ehr_attention)
+        return Diff3MOutput(
+            output.noise.float(),
+            None if output.reconstruction is None else output.reconstruction.float(),
+            output.ehr_attention,
+        )
+
+    def _jump(self, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x₀) with each image's seeded noise (:func:`image_noise`): √ᾱ·x₀ + √(1 − ᾱ)·ε."""
+        return alpha.sqrt() * image + (1 - alpha).sqrt() * image_noise(image, self.seed)
 
     def _ddim(self, x, steps, image, network, ehr, ehr_missing, alphas) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Deterministic DDIM moves (t → target) in either direction, with x̂₀ from x̃_t (PCM) and clipped.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from monai.networks.blocks.crossattention import CrossAttentionBlock
@@ -87,7 +87,7 @@ class Diff3MUNet(nn.Module):
         num_res_blocks: Sequence[int] | int = 1,
         num_head_channels: Sequence[int] | int = 32,
         norm_num_groups: int = 32,
-        ieca_mode: str = "pooled",
+        ieca_mode: str = "spatial",
         ehr_group_sizes: Sequence[int] = (5, 5),
         token_dim: int | None = None,
         token_norm: str = "shared",
@@ -110,7 +110,7 @@ class Diff3MUNet(nn.Module):
         self.num_train_timesteps = num_train_timesteps
         self.ehr_group_sizes = [] if ieca_mode == "none" else list(ehr_group_sizes)
         token_dim = token_dim or time_embed_dim
-        unet_kwargs = dict(
+        unet_kwargs: dict[str, Any] = dict(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             out_channels=out_channels,
@@ -126,7 +126,9 @@ class Diff3MUNet(nn.Module):
         self.unet = DiffusionModelUNet(**unet_kwargs)
 
         if ieca_mode != "none":
-            self.ehr_tokenizer = EHRTokenizer(sum(self.ehr_group_sizes), token_dim, self.ehr_group_sizes, token_norm, token_init)
+            self.ehr_tokenizer = EHRTokenizer(
+                sum(self.ehr_group_sizes), token_dim, self.ehr_group_sizes, token_norm, token_init
+            )
         if ieca_mode == "pooled":
             query_donor = DiffusionModelUNet(**unet_kwargs)
             self.image_encoder = nn.ModuleDict({"conv_in": query_donor.conv_in, "down_blocks": query_donor.down_blocks})
@@ -136,13 +138,20 @@ class Diff3MUNet(nn.Module):
                         block.time_emb_proj.register_parameter("bias", None)
             self.image_query = nn.Sequential(nn.Linear(channels[-1], token_dim), nn.LayerNorm(token_dim))
             self.pooled_attention = PooledEHRAttention(self.ehr_group_sizes, token_dim)
-            self.condition_projection = nn.Identity() if token_dim == time_embed_dim else nn.Linear(token_dim, time_embed_dim)
+            self.condition_projection = (
+                nn.Identity() if token_dim == time_embed_dim else nn.Linear(token_dim, time_embed_dim)
+            )
             self.condition_norm = nn.LayerNorm(time_embed_dim)
         if use_pcm:
             if out_channels != in_channels:
-                raise ValueError(f"use_pcm reconstructs x_t with the main head's layout: out_channels ({out_channels}) must equal in_channels ({in_channels})")
+                raise ValueError(
+                    "use_pcm reconstructs x_t with the main head's layout: "
+                    f"out_channels ({out_channels}) must equal in_channels ({in_channels})"
+                )
             self.pcm_encoders = nn.ModuleList(
-                nn.ModuleDict({"conv_in": copy.deepcopy(self.unet.conv_in), "down_blocks": copy.deepcopy(self.unet.down_blocks)})
+                nn.ModuleDict(
+                    {"conv_in": copy.deepcopy(self.unet.conv_in), "down_blocks": copy.deepcopy(self.unet.down_blocks)}
+                )
                 for _ in range(2)
             )
             self.pcm_decoder = nn.ModuleDict(
@@ -151,7 +160,9 @@ class Diff3MUNet(nn.Module):
         # Blocks whose attention over the EHR tokens is read back for attribution (SDPA does not expose the weights).
         self._attribution_blocks: list[CrossAttentionBlock] = []
         if ieca_mode == "spatial" and not use_flash_attention:
-            self._attribution_blocks = [module for module in self.unet.modules() if isinstance(module, CrossAttentionBlock)]
+            self._attribution_blocks = [
+                module for module in self.unet.modules() if isinstance(module, CrossAttentionBlock)
+            ]
             for block in self._attribution_blocks:
                 block.save_attn = True
 
@@ -172,11 +183,16 @@ class Diff3MUNet(nn.Module):
             ehr_missing: (N, S) 1 where a slot is missing.
             x0: the clean image, (N, C, H, W); required in ``pooled`` mode (the image query reads it).
         """
-        time_embedding = self.unet.time_embed(get_timestep_embedding(timesteps, self.unet.block_out_channels[0]).to(x.dtype))
+        time_embedding = self.unet.time_embed(
+            get_timestep_embedding(timesteps, self.unet.block_out_channels[0]).to(x.dtype)
+        )
         decoder_embedding, context, attention = time_embedding, None, None
         if self.ieca_mode != "none":
             if ehr is None:
-                raise ValueError(f"Diff3MUNet(ieca_mode={self.ieca_mode!r}) needs `ehr`; use ieca_mode='none' for the image-only baseline")
+                raise ValueError(
+                    f"Diff3MUNet(ieca_mode={self.ieca_mode!r}) needs `ehr`; "
+                    "use ieca_mode='none' for the image-only baseline"
+                )
             tokens = self.ehr_tokenizer(ehr.to(x.dtype), ehr_missing)
             if self.ieca_mode == "pooled":
                 if x0 is None:
@@ -187,8 +203,17 @@ class Diff3MUNet(nn.Module):
                 context = tokens
 
         unet = self.unet
-        noise = _unet_pass(x, unet.conv_in, unet.down_blocks, unet.middle_block, unet.up_blocks, unet.out,
-                           time_embedding, decoder_embedding, context)
+        noise = _unet_pass(
+            x,
+            unet.conv_in,
+            unet.down_blocks,
+            unet.middle_block,
+            unet.up_blocks,
+            unet.out,
+            time_embedding,
+            decoder_embedding,
+            context,
+        )
         if self._attribution_blocks:
             attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._attribution_blocks]).mean(dim=0)
 
@@ -202,7 +227,7 @@ class Diff3MUNet(nn.Module):
         and nothing with ``query_time_bias=False``)."""
         zero_embedding = torch.zeros(x0.shape[0], self.unet.block_out_channels[0] * 4, device=x0.device, dtype=x0.dtype)
         features = self.image_encoder["conv_in"](x0)
-        for block in self.image_encoder["down_blocks"]:
+        for block in cast(nn.ModuleList, self.image_encoder["down_blocks"]):
             features, _ = block(hidden_states=features, temb=zero_embedding, context=None)
         return self.image_query(features.amax(dim=(2, 3)))
 
@@ -214,18 +239,28 @@ class Diff3MUNet(nn.Module):
         decoder_embedding: torch.Tensor,
         context: torch.Tensor | None,
     ) -> torch.Tensor:
-        hard = checkerboard_masks(tuple(x.shape[-2:]), device=x.device, dtype=x.dtype)
+        hard = checkerboard_masks((x.shape[-2], x.shape[-1]), device=x.device, dtype=x.dtype)
         soft = [soften_mask(mask, timesteps, self.num_train_timesteps) for mask in hard]
         outputs = []
-        for encoder, visible_mask in zip(self.pcm_encoders, soft):
+        for branch, visible_mask in zip(self.pcm_encoders, soft):
+            encoder = cast(nn.ModuleDict, branch)
             outputs.append(
-                _unet_pass(x * visible_mask, encoder["conv_in"], encoder["down_blocks"], self.pcm_decoder["middle_block"],
-                           self.pcm_decoder["up_blocks"], self.pcm_decoder["out"], time_embedding, decoder_embedding, context)
+                _unet_pass(
+                    x * visible_mask,
+                    encoder["conv_in"],
+                    cast(nn.ModuleList, encoder["down_blocks"]),
+                    self.pcm_decoder["middle_block"],
+                    cast(nn.ModuleList, self.pcm_decoder["up_blocks"]),
+                    self.pcm_decoder["out"],
+                    time_embedding,
+                    decoder_embedding,
+                    context,
+                )
             )
         return recombine_checkerboard(outputs[0], outputs[1], *(soft if self.pcm_recombination == "soft" else hard))
 
     def start_pcm_stage(self) -> None:
-        """Stage 2 (as the authors' code): copy the trained main encoder into both PCM encoders, freeze what stage 1 learnt.
+        """Stage 2 (as the authors' code): copy the trained main encoder into both PCM encoders, freeze stage 1's work.
 
         Frozen: the main encoder (``conv_in``, ``down_blocks``), the timestep embedding and the x₀ image encoder.
         The main middle block and decoder keep training with the ε part of the mixed loss.
@@ -233,8 +268,8 @@ class Diff3MUNet(nn.Module):
         if not self.use_pcm:
             raise ValueError("start_pcm_stage needs a Diff3MUNet built with use_pcm=True")
         for encoder in self.pcm_encoders:
-            encoder["conv_in"].load_state_dict(self.unet.conv_in.state_dict())
-            encoder["down_blocks"].load_state_dict(self.unet.down_blocks.state_dict())
+            cast(nn.ModuleDict, encoder)["conv_in"].load_state_dict(self.unet.conv_in.state_dict())
+            cast(nn.ModuleDict, encoder)["down_blocks"].load_state_dict(self.unet.down_blocks.state_dict())
         frozen = [self.unet.conv_in, self.unet.down_blocks, self.unet.time_embed]
         if self.ieca_mode == "pooled":
             frozen += [self.image_encoder, self.image_query]
@@ -273,7 +308,7 @@ def _unet_pass(
         skips.extend(residuals)
     h = middle_block(hidden_states=h, temb=decoder_embedding, context=context)
     for block in up_blocks:
-        count = len(block.resnets)
+        count = len(cast(nn.ModuleList, block.resnets))
         h = block(hidden_states=h, res_hidden_states_list=skips[-count:], temb=decoder_embedding, context=context)
         skips = skips[:-count]
     return out(h)

@@ -50,7 +50,9 @@ class EHRTokenizer(nn.Module):
             raise ValueError(f"EHR group sizes {self.group_sizes} must add up to the {num_slots} slots")
         weight_std = 0.02 if init == "small" else 1.0
         self.weight = nn.Parameter(torch.randn(num_slots, token_dim) * weight_std)
-        self.bias = nn.Parameter(torch.zeros(num_slots, token_dim) if init == "small" else torch.randn(num_slots, token_dim))
+        self.bias = nn.Parameter(
+            torch.zeros(num_slots, token_dim) if init == "small" else torch.randn(num_slots, token_dim)
+        )
         self.missing_embedding = nn.Parameter(torch.randn(num_slots, token_dim) * weight_std)
         self.token_norm = norm
         if norm == "shared":

@@ -26,7 +26,9 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("lung_fields_64.pt")
 
 def lung_field_network() -> UNet:
     """The architecture of the shipped weights: a 4-level 2-D UNet, 0.2M parameters."""
-    return UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1)
+    return UNet(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1
+    )
 
 
 def normalise_for_lung_fields(images: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,9 @@ class LungFieldSegmenter:
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS) -> None:
         weights = Path(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"lung-field weights {weights} not found; train them with python -m monai_diff3m.train_lung_fields")
+            raise FileNotFoundError(
+                f"lung-field weights {weights} not found; train them with python -m monai_diff3m.train_lung_fields"
+            )
         self.network = lung_field_network()
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.network.load_state_dict({key: value.float() for key, value in state.items()})
@@ -81,6 +85,4 @@ class LungFieldSegmenter:
         if size != (LUNG_FIELD_SIZE, LUNG_FIELD_SIZE):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         masks = [largest_region_per_side(mask[0]) for mask in (logits > 0).cpu().numpy()]
-        masks = torch.from_numpy(np.stack(masks))[:, None].to(images.device)
-        flat = images.flatten(1).amax(dim=1) == images.flatten(1).amin(dim=1)
-        return masks & ~flat.view(-1, 1, 1, 1)  # a film without contrast shows no lungs, whatever the network says
+        return torch.from_numpy(np.stack(masks))[:, None].to(images.device)

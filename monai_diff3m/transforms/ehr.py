@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,12 @@ EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
     ),
     "measurements": schema.MIMIC_EHR_COLUMNS,
 }
-#: One-hot fields and their categories; every other field is one numeric slot.
+#: One-hot fields, their categories and the reader of every accepted spelling; every other field is one numeric slot.
 _VOCABULARIES: dict[str, tuple[str, ...]] = {schema.SEX: schema.SEX_VALUES, schema.VIEW: schema.VIEW_VALUES}
+_CANONICAL: dict[str, Callable[[Any, str], str | None]] = {
+    schema.SEX: schema.canonical_sex,
+    schema.VIEW: schema.canonical_view,
+}
 _GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "demographics": (schema.AGE, schema.SEX, schema.VIEW),
     "measurements": schema.MIMIC_EHR_COLUMNS,
@@ -47,6 +51,10 @@ _GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
 
 class EHRValueError(ValueError):
     """An EHR value is missing where required, or not what the field expects; the message names record and field."""
+
+
+class EHRStatisticsError(ValueError):
+    """The EHR statistics file saved with a checkpoint is unreadable or malformed; the message names the file."""
 
 
 def ehr_slot_names(groups: Sequence[str]) -> list[str]:
@@ -67,11 +75,7 @@ def _check_groups(groups: Sequence[str]) -> Sequence[str]:
 
 
 def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
+    return schema.is_missing(float(value) if isinstance(value, np.floating) else value)
 
 
 class EHRStatistics:
@@ -87,7 +91,9 @@ class EHRStatistics:
         self.std = dict(std)
 
     @classmethod
-    def fit(cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS) -> EHRStatistics:
+    def fit(
+        cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS
+    ) -> EHRStatistics:
         values: dict[str, list[float]] = {column: [] for column in columns}
         for record in records:
             for column in columns:
@@ -105,10 +111,25 @@ class EHRStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> EHRStatistics:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            EHRStatisticsError: not JSON, or not a ``mean`` and a ``std`` per measurement (finite, std positive).
+        """
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"EHR statistics file {path} not found; it is written by training next to the model")
-        content = json.loads(path.read_text())
+            raise FileNotFoundError(
+                f"EHR statistics file {path} not found; it is written by training next to the model"
+            )
+        remedy = "it is written by training next to the checkpoint: restore it from the training run or retrain"
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise EHRStatisticsError(f"EHR statistics file {path} is not valid JSON ({error}); {remedy}") from error
+        problem = _statistics_problem(content)
+        if problem:
+            raise EHRStatisticsError(f"EHR statistics file {path} {problem}; {remedy}")
         return cls(content["mean"], content["std"])
 
     def save(self, path: str | Path) -> None:
@@ -118,6 +139,22 @@ class EHRStatistics:
         return (value - self.mean.get(column, 0.0)) / self.std.get(column, 1.0)
 
 
+def _statistics_problem(content: Any) -> str | None:
+    """What is wrong with a parsed statistics file, or None: it must map ``mean`` and ``std`` to finite numbers."""
+    if not isinstance(content, dict) or not {"mean", "std"} <= set(content):
+        return "lacks the 'mean' and 'std' tables"
+    for table in ("mean", "std"):
+        values = content[table]
+        if not isinstance(values, dict):
+            return f"has a {table!r} entry that is not a table of measurements"
+        for column, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"has {table}[{column!r}] = {value!r}, expected a finite number"
+            if table == "std" and value <= 0:
+                return f"has std[{column!r}] = {value!r}, expected a positive number"
+    return None
+
+
 def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str | Path) -> EHRStatistics:
     """Fit on the training records and save; the bundle calls this once before training starts."""
     statistics = EHRStatistics.fit(records)
@@ -125,7 +162,7 @@ def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str 
     return statistics
 
 
-def _record_name(record: Mapping[str, Any]) -> str:
+def _record_name(record: Mapping[Any, Any]) -> str:
     return str(record.get("source") or record.get("image") or record.get(schema.PATH) or "record")
 
 
@@ -164,10 +201,12 @@ class EncodeEHRd(MapTransform):
         self.groups = tuple(_check_groups(groups))
         keys: KeysCollection = [column for group in self.groups for column in _GROUP_COLUMNS[group]]
         super().__init__(keys, allow_missing_keys)
-        if statistics is not None and not isinstance(statistics, EHRStatistics):
-            statistics = EHRStatistics.load(statistics)
-        if "measurements" in self.groups and statistics is None:
+        if "measurements" not in self.groups:
+            statistics = None  # demographics are not z-scored: a missing or damaged statistics file must not stop them
+        elif statistics is None:
             raise ValueError("EncodeEHRd needs training-split `statistics` to z-score the measurements group")
+        elif not isinstance(statistics, EHRStatistics):
+            statistics = EHRStatistics.load(statistics)
         self.statistics = statistics
         self.required = frozenset(required)
         self.output_key = output_key
@@ -192,18 +231,24 @@ class EncodeEHRd(MapTransform):
         record[f"{self.output_key}_missing"] = np.asarray(missing, dtype=np.float32)
         return record
 
-    def _encode_field(self, column: str, value: Any, record: Mapping[str, Any]) -> tuple[list[float], bool]:
+    def _encode_field(self, column: str, value: Any, record: Mapping[Any, Any]) -> tuple[list[float], bool]:
+        if column in _CANONICAL:
+            try:
+                value = _CANONICAL[column](value, repr(column))
+            except ValueError as error:
+                raise EHRValueError(f"{_record_name(record)}: field {error}") from error
         if _is_missing(value):
             if column in self.required:
                 raise EHRValueError(f"{_record_name(record)}: required EHR field {column!r} is missing (NaN/empty)")
             return [0.0] * len(_VOCABULARIES.get(column, (column,))), True
         if column in _VOCABULARIES:
-            return self._one_hot(column, value, _VOCABULARIES[column], record), False
+            return [1.0 if value == option else 0.0 for option in _VOCABULARIES[column]], False
         number = _to_float(value, column, record)
         if column == schema.AGE:
             if not 0.0 <= number <= schema.MAX_AGE_YEARS:
                 raise EHRValueError(
-                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, got {value!r}"
+                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, "
+                    f"got {value!r}"
                 )
             low, high = self.age_range
             return [(number - low) / (high - low)], False
@@ -211,10 +256,3 @@ class EncodeEHRd(MapTransform):
             raise EHRValueError(f"{_record_name(record)}: field {column!r} must be positive, got {value!r}")
         assert self.statistics is not None
         return [self.statistics.standardise(column, number)], False
-
-    @staticmethod
-    def _one_hot(column: str, value: Any, vocabulary: Sequence[str], record: Mapping[str, Any]) -> list[float]:
-        text = str(value).strip()
-        if text not in vocabulary:
-            raise EHRValueError(f"{_record_name(record)}: field {column!r} must be one of {list(vocabulary)}, got {value!r}")
-        return [1.0 if text == option else 0.0 for option in vocabulary]

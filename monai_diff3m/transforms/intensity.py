@@ -10,7 +10,7 @@ be scored as anomalies. The modes:
 
 - ``"fixed"``: [0, 1] ↦ the output range linearly (x ↦ 2x − 1 for [−1, 1]), the intensities as loaded (phantoms,
   and datasets exported with one consistent window).
-- ``"percentile"``: the image's ``lower``-th and ``upper``-th intensity percentiles go to the ends of the range (clipped):
+- ``"percentile"``: the image's ``lower``-th and ``upper``-th intensity percentiles go to the range's ends (clipped):
   invariant to any increasing linear rescale of the film, so bit depth and global exposure no longer matter.
 - ``"histogram"``: histogram equalisation (each pixel becomes its intensity rank), invariant to any increasing
   intensity mapping, at the cost of the film's own contrast.
@@ -34,7 +34,7 @@ INTENSITY_MODES = ("fixed", "percentile", "histogram")
 
 
 class NormaliseChestXRayd(MapTransform):
-    """Bring images under ``keys`` from [0, 1] to ``output_range`` with one of :data:`INTENSITY_MODES` (module docstring).
+    """Bring images under ``keys`` from [0, 1] to ``output_range`` with one of :data:`INTENSITY_MODES` (see module).
 
     Args:
         keys: image keys.
@@ -71,7 +71,9 @@ class NormaliseChestXRayd(MapTransform):
                 keys, lower=lower, upper=upper, b_min=low, b_max=high, clip=True, allow_missing_keys=allow_missing_keys
             )
         else:
-            self.transform = HistogramNormalized(keys, num_bins=256, min=low, max=high, allow_missing_keys=allow_missing_keys)
+            self.transform = HistogramNormalized(
+                keys, num_bins=256, min=low, max=high, allow_missing_keys=allow_missing_keys  # type: ignore[arg-type]
+            )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         return dict(self.transform(data))

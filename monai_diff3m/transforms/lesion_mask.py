@@ -15,7 +15,7 @@ class LoadLesionMaskd(MapTransform):
     """Load the binary lesion mask path under each key, or an all-zero mask when the path is empty (normal case).
 
     Normals have no mask file, yet batches need one tensor per image, so the empty mask is made in the shape of
-    ``reference_key``'s image. Run it before resizing, and resize masks with ``mode="nearest"``.
+    ``reference_key``'s image, which must be loaded already; resize the masks to the image size with ``mode="nearest"``.
 
     Args:
         keys: keys holding mask paths (or None).

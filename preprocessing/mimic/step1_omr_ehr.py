@@ -3,7 +3,7 @@ r"""Step 1: for every MIMIC-CXR image, the nearest MIMIC-IV ``omr`` measurement 
 For each image (subject, study date) and each feature, the ``omr`` record of the same subject whose chart date is
 nearest to the study date is kept if it lies within ±``window_days``. Records on the same chart date are averaged,
 and so are the two records when one lies as far before the study as the other lies after it. A feature without a
-record in the window stays missing (the reference writes 0, which the model cannot tell from a measurement).
+record in the window stays missing (the authors' code writes 0, which the model cannot tell from a measurement).
 
 Only ``"Blood Pressure"``, ``"BMI (kg/m2)"``, ``"Height (Inches)"`` and ``"Weight (Lbs)"`` are used (positional
 variants such as ``"Blood Pressure Sitting"`` are ignored); values keep ``omr``'s units (mmHg, kg/m², inches,
@@ -11,9 +11,10 @@ lbs), which is what the schema documents. ``omr_names="exact"`` (default) matche
 authors' ``preprocess_MIMIC.py`` tests ``row[3] in result_name``, a substring test, so ``omr`` rows named ``"BMI"``,
 ``"Height"`` or ``"Weight"`` (no unit in the name) count as ``"BMI (kg/m2)"``, ``"Height (Inches)"`` and
 ``"Weight (Lbs)"`` too: ``omr_names="substring"`` reproduces that (any ``omr`` name contained in a feature's name
-counts for that feature). The exact default keeps only values whose unit the name states. ``omr`` has millions of rows, so it is read in chunks of
-``chunk_rows`` with only four columns parsed, and pruned to the four features and the subjects that have images
-before anything is kept; the join itself is two vectorised ``merge_asof`` calls per feature.
+counts for that feature). The exact default keeps only values whose unit the name states. ``omr`` has millions of
+rows, so it is read in chunks of ``chunk_rows`` with only four columns parsed, and pruned to the four features and
+the subjects that have images before anything is kept; the join itself is two vectorised ``merge_asof`` calls per
+feature.
 
 Writes ``<work>/ehr_parts/part-NNNNN.csv`` (``dicom_id`` + EHR columns) and, last, ``<work>/ehr_parts/manifest.json``
 listing the parts: step 2 only trusts parts named by a manifest, so a run that dies half-way is never read.
@@ -49,8 +50,16 @@ from preprocessing.common import (
 from preprocessing.mimic import layout
 
 __all__ = [
-    "OMR_FEATURES", "OMR_NAME_MATCHING", "feature_aliases", "read_images", "read_omr", "nearest_records", "image_ehr",
-    "run", "add_arguments", "main"
+    "OMR_FEATURES",
+    "OMR_NAME_MATCHING",
+    "feature_aliases",
+    "read_images",
+    "read_omr",
+    "nearest_records",
+    "image_ehr",
+    "run",
+    "add_arguments",
+    "main",
 ]
 
 #: ``omr`` result names used, and the schema column(s) each one fills ("sys/dia" fills two).
@@ -84,8 +93,9 @@ def read_images(metadata_path: Path) -> pd.DataFrame:
             f"{shown(table[layout.DICOM_ID][duplicated].iloc[0])} appears more than once"
         )
     days = day_numbers(table[layout.STUDY_DATE], layout.STUDY_DATE_FORMAT, metadata_path, layout.STUDY_DATE)
-    return pd.DataFrame({layout.DICOM_ID: table[layout.DICOM_ID], layout.SUBJECT_ID: table[layout.SUBJECT_ID],
-                         _DAY: days})
+    return pd.DataFrame(
+        {layout.DICOM_ID: table[layout.DICOM_ID], layout.SUBJECT_ID: table[layout.SUBJECT_ID], _DAY: days}
+    )
 
 
 def _parse_values(result_name: str, values: pd.Series) -> pd.DataFrame:
@@ -114,7 +124,9 @@ def feature_aliases(result_names: Iterable[str], matching: str = "exact") -> dic
     return {feature: {name for name in names if name in feature} for feature in OMR_FEATURES}
 
 
-def read_omr(omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000, omr_names: str = "exact") -> dict[str, pd.DataFrame]:
+def read_omr(
+    omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000, omr_names: str = "exact"
+) -> dict[str, pd.DataFrame]:
     """Read the used ``omr`` records of ``subjects``, one table per feature, averaged per (subject, chart day).
 
     Args:
@@ -184,9 +196,7 @@ def nearest_records(
     right = records.assign(**{_RECORD_DAY: records[_DAY].astype(np.float64)})
     left = images[[layout.SUBJECT_ID, _DAY]]
     matches = {
-        direction: pd.merge_asof(
-            left, right, on=_DAY, by=layout.SUBJECT_ID, direction=direction, tolerance=window_days
-        )
+        direction: pd.merge_asof(left, right, on=_DAY, by=layout.SUBJECT_ID, direction=direction, tolerance=window_days)
         for direction in ("backward", "forward")
     }
     day = left[_DAY].to_numpy(dtype=np.float64)
@@ -248,8 +258,9 @@ def run(
         the manifest path.
     """
     if window_days < 0 or part_images < 1 or chunk_rows < 1:
-        raise ValueError(f"need window_days >= 0, part_images >= 1, chunk_rows >= 1; got {window_days}, "
-                         f"{part_images}, {chunk_rows}")
+        raise ValueError(
+            f"need window_days >= 0, part_images >= 1, chunk_rows >= 1; got {window_days}, {part_images}, {chunk_rows}"
+        )
     parts_dir = Path(work_dir) / layout.PARTS_DIR
     parts_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous_run(parts_dir)
@@ -282,9 +293,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-days", type=int, default=90, help="largest |study date - chart date| in days")
     parser.add_argument("--part-images", type=int, default=50_000, help="images per intermediate part file")
     parser.add_argument("--chunk-rows", type=int, default=1_000_000, help="omr rows parsed at a time")
-    parser.add_argument("--omr-names", choices=OMR_NAME_MATCHING, default="exact",
-                        help="match omr result names exactly, or by the authors' substring test (adds the unit-less "
-                             "'BMI', 'Height', 'Weight' records)")
+    parser.add_argument(
+        "--omr-names",
+        choices=OMR_NAME_MATCHING,
+        default="exact",
+        help="match omr result names exactly, or by the authors' substring test (adds the unit-less "
+        "'BMI', 'Height', 'Weight' records)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -295,7 +310,15 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     with exit_on_input_error():
-        run(args.mimic_cxr, args.mimic_iv, args.work_dir, args.window_days, args.part_images, args.chunk_rows, args.omr_names)
+        run(
+            args.mimic_cxr,
+            args.mimic_iv,
+            args.work_dir,
+            args.window_days,
+            args.part_images,
+            args.chunk_rows,
+            args.omr_names,
+        )
 
 
 if __name__ == "__main__":

@@ -88,7 +88,11 @@ def run(
         frame = frame.assign(**{SPLIT: patient_split(frame[schema.PATIENT_ID], valid_fraction, test_fraction, seed)})
     parts = split_frames(frame)
     written = write_splits(parts, output_dir, MIMIC_OUTPUT_COLUMNS)
-    settings = {"drop_support_devices": drop_support_devices, "drop_incomplete_ehr": drop_incomplete_ehr, "split": split}
+    settings = {
+        "drop_support_devices": drop_support_devices,
+        "drop_incomplete_ehr": drop_incomplete_ehr,
+        "split": split,
+    }
     if split == "patient":
         settings.update(valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
     summary = summarise(parts, schema.MIMIC_EHR_COLUMNS, extra={**counts, **settings})
@@ -100,13 +104,23 @@ def run(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Step 5 options, shared with ``run_all``."""
-    parser.add_argument("--drop-support-devices", action="store_true",
-                        help="drop studies labelled 'Support Devices' (not the authors' policy: their "
-                             "drop('Support Devices', axis=1) removes the label column and keeps these studies)")
-    parser.add_argument("--drop-incomplete-ehr", action="store_true",
-                        help="keep only rows whose five EHR values are all present and non-zero (the authors' policy)")
-    parser.add_argument("--split", choices=SPLIT_SOURCES, default="official",
-                        help="official MIMIC-CXR split, or a seeded patient-level re-split")
+    parser.add_argument(
+        "--drop-support-devices",
+        action="store_true",
+        help="drop studies labelled 'Support Devices' (not the authors' policy: their "
+        "drop('Support Devices', axis=1) removes the label column and keeps these studies)",
+    )
+    parser.add_argument(
+        "--drop-incomplete-ehr",
+        action="store_true",
+        help="keep only rows whose five EHR values are all present and non-zero (the authors' policy)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_SOURCES,
+        default="official",
+        help="official MIMIC-CXR split, or a seeded patient-level re-split",
+    )
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="with --split patient")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="with --split patient")
     parser.add_argument("--seed", type=int, default=0, help="with --split patient")
@@ -119,8 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     with exit_on_input_error():
-        run(args.work_dir, args.output, args.drop_support_devices, args.drop_incomplete_ehr, args.split,
-            args.valid_fraction, args.test_fraction, args.seed)
+        run(
+            args.work_dir,
+            args.output,
+            args.drop_support_devices,
+            args.drop_incomplete_ehr,
+            args.split,
+            args.valid_fraction,
+            args.test_fraction,
+            args.seed,
+        )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,7 @@
-"""Shared tiny bundle runs: one tiny phantom dataset and one trained tiny model for every bundle test.
-
-The bundle configs reference each other by paths relative to the repository root (MONAI's ``%file#id`` macros),
-as users run them, so every bundle test runs from there.
-"""
+"""Shared tiny bundle runs: one tiny phantom dataset and one trained tiny model for every bundle test."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +9,7 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from tiny_bundle import CONFIGS, REPO_ROOT, tiny_overrides
-
-
-@pytest.fixture(autouse=True)
-def _run_from_repo_root(monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)
+from tiny_bundle import CONFIGS, tiny_overrides
 
 
 @dataclass
@@ -36,19 +26,16 @@ def trained(tmp_path_factory) -> TrainedBundle:
     """Train the tiny model once per session (288 optimiser steps) and record the validation loss per check."""
     bundle_root = tmp_path_factory.mktemp("bundle")
     overrides = tiny_overrides(bundle_root, max_epochs=24, val_interval=4, batch_size=8, learning_rate=0.002)
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    try:
-        workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides)
-        workflow.initialize()
-        losses: list[float] = []
-        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
-        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: losses.append(engine.state.metrics["val_loss"]))
-        workflow.run()
-        workflow.finalize()
-        iterations = workflow.parser.get_parsed_content("train#trainer").state.iteration
-    finally:
-        os.chdir(cwd)
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides
+    )
+    workflow.initialize()
+    losses: list[float] = []
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: losses.append(engine.state.metrics["val_loss"]))
+    workflow.run()
+    workflow.finalize()
+    iterations = workflow.parser.get_parsed_content("train#trainer").state.iteration
     return TrainedBundle(bundle_root, losses, iterations)
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 from monai_diff3m.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
 from monai_diff3m.data import schema
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
-from tiny_bundle import TINY_NETWORK
 
+from tiny_bundle import TINY_NETWORK
 
 
 def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path):
@@ -23,7 +23,9 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
     assert dataset.train_overrides["ehr_groups"] == ["demographics", "measurements"]
     dataset.score_overrides.update(num_inference_steps=2, noise_level=100, num_bootstrap=50)
     splits = {name: pd.read_csv(path) for name, path in dataset.csvs.items()}
-    assert not set(splits["train"]["Patient ID"]) & (set(splits["valid"]["Patient ID"]) | set(splits["test"]["Patient ID"]))
+    assert not set(splits["train"]["Patient ID"]) & (
+        set(splits["valid"]["Patient ID"]) | set(splits["test"]["Patient ID"])
+    )
     common = {"bundle_root": str(tmp_path / "bundle"), "max_epochs": 1, "batch_size": 8, **TINY_NETWORK}
     results = compare(dataset, ["Diff3M (EHR, spatial IECA)", "Image-only diffusion"], [0], common, num_bootstrap=50)
 
@@ -31,7 +33,9 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
                              "Diff3M (EHR, spatial IECA), EHR-normalised", "Image-only diffusion, EHR-normalised"]
     diff3m = results["Diff3M (EHR, spatial IECA)"]
     assert diff3m["selected_score"] in diff3m["scores"] and diff3m["bootstrap"]["unit"].startswith("patient")
-    assert diff3m["n"] == len(splits["test"]) and diff3m["seed_auroc"] == [diff3m["scores"][diff3m["selected_score"]]["auroc"]]
+    assert diff3m["n"] == len(splits["test"]) and diff3m["seed_auroc"] == [
+        diff3m["scores"][diff3m["selected_score"]]["auroc"]
+    ]
     assert set(diff3m["findings"]) <= {"nodule", "consolidation", "effusion", "cardiomegaly"} and diff3m["findings"]
     assert 0.0 <= results[EHR_ONLY]["scores"][EHR_ONLY_SCORE]["auroc"] <= 1.0
     assert {"male", "Age", "AP", "BMI missing"} <= set(results[EHR_ONLY]["coefficients"])

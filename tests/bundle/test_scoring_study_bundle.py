@@ -2,10 +2,10 @@
 
 import json
 
-from tiny_bundle import CONFIGS
-
 from monai_diff3m import scoring_study
 from monai_diff3m.inferers import ScoringSchedule
+
+from tiny_bundle import CONFIGS
 
 
 def _study(bundle_root, output, *steps: str) -> dict:
@@ -18,11 +18,19 @@ def test_study_scores_the_grid_recommends_within_tolerance_and_resumes(trained_b
     summary = _study(trained_bundle, output, "3", "full")
 
     names = [result["name"] for result in summary["results"]]
-    assert names == ["stochastic L=20 steps=3", "stochastic L=60 steps=3", "stochastic L=20 steps=full", "stochastic L=60 steps=full"]
+    assert names == [
+        "stochastic L=20 steps=3",
+        "stochastic L=60 steps=3",
+        "stochastic L=20 steps=full",
+        "stochastic L=60 steps=full",
+    ]
     assert [result["evaluations"] for result in summary["results"]] == [3, 3, 20, 60]
     assert summary["n"] == 32 and 0 < summary["n_abnormal"] < 32  # the tiny validation split
     config = json.loads((CONFIGS / "inference.json").read_text())  # evaluate.json takes its schedule from there
-    assert summary["bundle_default"] == f"{config['noising']} L={config['noise_level']} steps={config['num_inference_steps']}"
+    assert (
+        summary["bundle_default"]
+        == f"{config['noising']} L={config['noise_level']} steps={config['num_inference_steps']}"
+    )
     aurocs = {result["name"]: result["scores"]["lung_mean"]["auroc"] for result in summary["results"]}
     assert all(0.0 <= value <= 1.0 for value in aurocs.values())
     best, chosen = max(aurocs.values()), aurocs[summary["recommended"]]
@@ -34,7 +42,11 @@ def test_study_scores_the_grid_recommends_within_tolerance_and_resumes(trained_b
 
     scored = []
     original = scoring_study.score_schedule
-    monkeypatch.setattr(scoring_study, "score_schedule", lambda schedule, *a, **k: scored.append(schedule) or original(schedule, *a, **k))
+    monkeypatch.setattr(
+        scoring_study,
+        "score_schedule",
+        lambda schedule, *a, **k: scored.append(schedule) or original(schedule, *a, **k),
+    )
     resumed = _study(trained_bundle, output, "1", "3", "full")
     assert scored == [ScoringSchedule("stochastic", 20, 1), ScoringSchedule("stochastic", 60, 1)]  # only the new ones
     assert [r["name"] for r in resumed["results"][:4]] == names

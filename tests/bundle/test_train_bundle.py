@@ -35,12 +35,19 @@ def test_stage_two_starts_from_stage_one_with_frozen_encoder(trained_bundle):
     stage1 = torch.load(trained_bundle / "models" / "diff3m_pooled_best.pt", weights_only=True)["network"]
     overrides = tiny_overrides(trained_bundle, max_epochs=1, val_interval=1)
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_pcm.json")], run_id="training", workflow_type=None, **overrides
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_pcm.json")],
+        run_id="training",
+        workflow_type=None,
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
     stage2 = torch.load(trained_bundle / "models" / "diff3m_pooled_pcm_last.pt", weights_only=True)["network"]
-    frozen = [key for key in stage1 if key.startswith(("unet.conv_in", "unet.down_blocks", "unet.time_embed", "image_encoder"))]
+    frozen = [
+        key
+        for key in stage1
+        if key.startswith(("unet.conv_in", "unet.down_blocks", "unet.time_embed", "image_encoder"))
+    ]
     assert frozen and all(torch.equal(stage1[key], stage2[key]) for key in frozen)
     trained = [key for key in stage1 if key.startswith("unet.up_blocks") and key.endswith("weight")]
     assert any(not torch.equal(stage1[key], stage2[key]) for key in trained)
@@ -57,3 +64,15 @@ def test_thread_loader_switch_picks_the_training_and_validation_loaders(tmp_path
         loaders[switch] = [type(parser.get_parsed_content(f"{part}#dataloader")) for part in ("train", "validate")]
     assert loaders[True] == [ThreadDataLoader, ThreadDataLoader]
     assert loaders[False] == [DataLoader, DataLoader]  # the CPU default: a collation thread would compete with compute
+
+
+def test_compile_switch_compiles_the_network_the_trainer_runs_and_checkpoints_keep_the_plain_one(tmp_path):
+    (tmp_path / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({**tiny_overrides(tmp_path), "compile": True})
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.compile and isinstance(trainer.network, torch._dynamo.eval_frame.OptimizedModule)
+    assert trainer.network._orig_mod is parser.get_parsed_content("network")
+    last_writer = parser.get_parsed_content("train#handlers#3")
+    assert last_writer.save_dict["network"] is parser.get_parsed_content("network")

@@ -16,11 +16,22 @@ def _write(tmp_path, rows, columns=None):
     return path
 
 
-ROW = {schema.PATH: "img/a.png", schema.SEX: "Male", schema.AGE: 50, schema.FRONTAL_LATERAL: "Frontal", schema.VIEW: "PA", schema.NO_FINDING: 1.0}
+ROW = {
+    schema.PATH: "img/a.png",
+    schema.SEX: "Male",
+    schema.AGE: 50,
+    schema.FRONTAL_LATERAL: "Frontal",
+    schema.VIEW: "PA",
+    schema.NO_FINDING: 1.0,
+}
 
 
 def test_records_have_absolute_image_label_and_schema_fields(tmp_path):
-    rows = [ROW, {**ROW, schema.PATH: "img/b.png", schema.NO_FINDING: None}, {**ROW, schema.PATH: "img/c.png", schema.FRONTAL_LATERAL: "Lateral"}]
+    rows = [
+        ROW,
+        {**ROW, schema.PATH: "img/b.png", schema.NO_FINDING: None},
+        {**ROW, schema.PATH: "img/c.png", schema.FRONTAL_LATERAL: "Lateral"},
+    ]
     records = read_dataset_csv(_write(tmp_path, rows))
     assert [r["label"] for r in records] == [0, 1]
     assert records[0]["image"] == str(tmp_path / "img/a.png")

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.data.dicom import (
     DicomTagError,
     parse_dicom_age,
@@ -17,8 +16,11 @@ from monai_diff3m.data.dicom import (
     scan_dicom_folder,
     scan_image_folder,
 )
+from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.data.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
+
+from dicom_files import write_dicom
 
 
 @pytest.mark.parametrize(
@@ -53,16 +55,18 @@ def test_parse_dicom_sex(value, sex):
 
 
 def test_parse_dicom_sex_unknown_code():
-    with pytest.raises(DicomTagError, match=r"PatientSex 'X'.*'M', 'F', 'O'"):
+    with pytest.raises(DicomTagError, match=r"PatientSex 'X' is not a sex: expected Male/M or Female/F"):
         parse_dicom_sex("X")
 
 
-@pytest.mark.parametrize("value, view", [("AP", "AP"), (" pa ", "PA"), ("", None), (None, None)])
+@pytest.mark.parametrize(
+    "value, view", [("AP", "AP"), (" pa ", "PA"), ("AP SUPINE", "AP"), ("PA_ERECT", "PA"), ("", None), (None, None)]
+)
 def test_parse_view_position(value, view):
     assert parse_view_position(value) == view
 
 
-@pytest.mark.parametrize("value", ["LL", "rl", "LAT", "LATERAL", "LLD", "RLD"])
+@pytest.mark.parametrize("value", ["LL", "rl", "LAT", "LATERAL", "LLD", "RLD", "AP LLD"])
 def test_parse_view_position_rejects_lateral(value):
     with pytest.raises(DicomTagError, match=r"lateral views are not supported"):
         parse_view_position(value)
@@ -105,15 +109,46 @@ def test_scan_dicom_folder_reports_bad_files_and_keeps_the_rest(tmp_path):
     corrupt = tmp_path / "p3" / "c.dcm"
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\x00\x01garbage")
-    (tmp_path / "p3" / "readme.txt").write_text("ignored: neither .dcm nor DICM preamble")
+    readme = tmp_path / "p3" / "readme.txt"
+    readme.write_text("neither .dcm nor DICM preamble nor a DICOM data set")
+    (tmp_path / "p3" / ".DS_Store").write_bytes(b"hidden system file")
 
     records, failures = scan_dicom_folder(tmp_path)
 
     assert [r[PATH] for r in records] == [str(good), str(no_suffix)]
     assert (records[0][SEX], records[0][AGE], records[0][VIEW]) == ("Male", 67.0, "AP")
     assert records[1][AGE] == 45.0
-    assert [path for path, _ in failures] == [str(bad_age), str(corrupt)]
-    assert "PatientAge 'abc'" in failures[0][1] and "c.dcm" in failures[1][1]
+    assert [path for path, _ in failures] == [str(bad_age), str(corrupt), str(readme)]
+    assert "PatientAge 'abc'" in failures[0][1] and "c.dcm" in failures[1][1] and "not DICOM" in failures[2][1]
+
+
+def test_scan_dicom_folder_reads_a_bare_dicom_without_suffix_or_preamble(tmp_path):
+    """A data set written without preamble, ``DICM`` prefix and suffix was skipped silently: now it is read."""
+    bare = write_dicom(tmp_path / "export" / "IM0002", bare=True, PatientSex="F", PatientAge="052Y", ViewPosition="PA")
+    assert bare.read_bytes()[128:132] != b"DICM"
+
+    records, failures = scan_dicom_folder(tmp_path)
+
+    assert failures == []
+    assert records == [{PATH: str(bare), SEX: "Female", AGE: 52.0, VIEW: "PA", FRONTAL_LATERAL: FRONTAL}]
+
+
+def test_scans_skip_the_output_folder_and_marked_output_folders(tmp_path):
+    """An output folder inside the input folder is never read back as input (its overlays are PNGs)."""
+    write_dicom(tmp_path / "in" / "a.dcm")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "in" / "x.png")
+    for output in ("out_now", "out_before"):
+        (tmp_path / "in" / output / "overlays").mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "in" / output / "overlays" / "a.png")
+    (tmp_path / "in" / "out_before" / OUTPUT_FOLDER_MARKER).touch()
+    pd.DataFrame({PATH: ["x.png"], SEX: ["M"], AGE: [50], VIEW: ["AP"]}).to_csv(tmp_path / "ehr.csv", index=False)
+
+    records, failures = scan_dicom_folder(tmp_path / "in", exclude=[tmp_path / "in" / "out_now"])
+    assert [r[PATH] for r in records] == [str(tmp_path / "in" / "a.dcm")]
+    assert [path for path, _ in failures] == [str(tmp_path / "in" / "x.png")]
+    records, failures = scan_image_folder(tmp_path / "in", tmp_path / "ehr.csv", exclude=[tmp_path / "in" / "out_now"])
+    assert [r[PATH] for r in records] == [str(tmp_path / "in" / "x.png")]
+    assert [path for path, _ in failures] == [str(tmp_path / "in" / "a.dcm")]
 
 
 def test_scan_dicom_folder_missing_folder(tmp_path):
@@ -147,18 +182,109 @@ def test_scan_image_folder_joins_csv_and_reports_both_sides(tmp_path):
     ]
     assert [path for path, _ in failures] == [
         str(images / "ghost.png"),
+        str(images / "b.jpg"),
         str(images / "lateral.png"),
         str(images / "old.png"),
-        str(images / "sub" / "b.jpg"),
         str(images / "orphan.png"),
     ]
     reasons = [reason for _, reason in failures]
     assert all(str(csv) in reason for reason in reasons)
     assert "row 5" in reasons[0] and "'ghost.png'" in reasons[0]
-    assert "row 6" in reasons[1] and "'LL'" in reasons[1]
-    assert "row 7" in reasons[2] and "150" in reasons[2]
-    assert "row 8" in reasons[3] and "already names" in reasons[3]
+    assert "row 8" in reasons[1] and "'sub/b.jpg') are named exactly by other rows" in reasons[1]
+    assert "row 6" in reasons[2] and "'LL'" in reasons[2]
+    assert "row 7" in reasons[3] and "150" in reasons[3]
     assert "no row" in reasons[4]
+
+
+def _png(path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+
+
+def test_scan_image_folder_never_gives_an_image_another_patients_row(tmp_path):
+    """The issue's probe: CheXpert/MIMIC repeat file names across patients; a row for patient2 must not key
+    patient1's film (it did: the file-name fallback took the first row and rejected the image's own)."""
+    _png(tmp_path / "images" / "patient1" / "study1" / "view1_frontal.png")
+    csv = tmp_path / "ehr.csv"
+    pd.DataFrame(
+        {
+            PATH: ["patient2/study1/view1_frontal.png", "patient1/study1/view1_frontal.png"],
+            SEX: ["Female", "Male"],
+            AGE: [85, 25],
+            VIEW: ["AP", "PA"],
+        }
+    ).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(tmp_path / "images", csv)
+
+    assert [(r[PATH], r[SEX], r[AGE], r[VIEW]) for r in records] == [
+        (str(tmp_path / "images" / "patient1" / "study1" / "view1_frontal.png"), "Male", 25, "PA")
+    ]
+    assert len(failures) == 1 and failures[0][0] == str(
+        tmp_path / "images" / "patient2" / "study1" / "view1_frontal.png"
+    )
+    assert "row 2" in failures[0][1] and "no image" in failures[0][1]
+
+
+def test_file_name_fallback_only_when_unambiguous_and_ambiguities_name_both_paths(tmp_path):
+    images = tmp_path / "images"
+    for relative in ("p1/s1/view1.png", "p2/s1/view1.png", "x.png", "study/y.png"):
+        _png(images / relative)
+    csv = tmp_path / "ehr.csv"
+    pd.DataFrame(
+        {
+            PATH: ["view1.png", "images/test/x.png", "a/y.png", "b/y.png"],
+            SEX: ["Male", "Female", "Male", "Female"],
+            AGE: [30, 40, 50, 60],
+            VIEW: ["PA", "AP", "PA", "AP"],
+        }
+    ).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(images, csv)
+
+    assert [(r[PATH], r[AGE]) for r in records] == [(str(images / "x.png"), 40)]  # dataset-CSV path keys x.png
+    reasons = dict(failures)
+    assert "fits several images ('p1/s1/view1.png', 'p2/s1/view1.png')" in reasons[str(images / "view1.png")]
+    assert "but no image" in reasons[str(images / "a" / "y.png")]  # study/y.png is another folder than a/y.png
+    assert {path for path, _ in failures} >= {str(images / "p1/s1/view1.png"), str(images / "p2/s1/view1.png")}
+
+
+def test_one_file_named_by_two_rows_is_not_scored_and_the_failure_names_both(tmp_path):
+    _png(tmp_path / "images" / "x.png")
+    csv = tmp_path / "ehr.csv"
+    pd.DataFrame(
+        {PATH: ["train/x.png", "test/x.png"], SEX: ["Male", "Female"], AGE: [30, 80], VIEW: ["PA", "AP"]}
+    ).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(tmp_path / "images", csv)
+
+    assert records == []
+    assert failures == [
+        (
+            str(tmp_path / "images" / "x.png"),
+            f"several rows of {csv} name this image (row 2 'train/x.png', "
+            "row 3 'test/x.png'): its EHR is ambiguous, so it is not scored; keep one row per image",
+        )
+    ]
+
+
+def test_csv_sex_and_view_share_the_dicom_vocabulary(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        _png(tmp_path / "images" / name)
+    csv = tmp_path / "ehr.csv"
+    pd.DataFrame(
+        {
+            PATH: ["a.png", "b.png", "c.png"],
+            SEX: ["M", " female ", "O"],
+            AGE: [30, 40, 50],
+            VIEW: ["ap", "AP Supine", " PA "],
+        }
+    ).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(tmp_path / "images", csv)
+
+    assert failures == []
+    assert [(r[SEX], r[VIEW]) for r in records] == [("Male", "AP"), ("Female", "AP"), (None, "PA")]
 
 
 def test_scan_image_folder_missing_columns_named(tmp_path):

@@ -153,7 +153,9 @@ def test_reproducible_bytes_and_seed_dependence(tmp_path, dataset):
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
     assert first["test"].read_bytes() == second["test"].read_bytes()
     assert first["train"].read_bytes() != other["train"].read_bytes()
-    assert (tmp_path / "a" / "images/train/000000.png").read_bytes() != (tmp_path / "c" / "images/train/000000.png").read_bytes()
+    assert (tmp_path / "a" / "images/train/000000.png").read_bytes() != (
+        tmp_path / "c" / "images/train/000000.png"
+    ).read_bytes()
     root, tables = dataset
     path = tables["train"][schema.PATH].iloc[5]
     rendered = np.round(render_case(SEED, 5, 64).image * 255).astype(np.uint8)

@@ -3,11 +3,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from monai_diff3m.engines import load_network_weights, network_from_checkpoint, start_stage2
+from monai_diff3m.engines import checkpoint_metadata, load_network_weights, network_from_checkpoint, start_stage2
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
 
-ARGS = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5,))
+ARGS = dict(
+    channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5,)
+)
 
 
 def _save(tmp_path, network, **metadata):
@@ -40,6 +42,13 @@ def test_mismatched_checkpoints_name_the_setting(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
         load_network_weights(Diff3MUNet(**ARGS), tmp_path / "junk.pt")
+
+
+def test_empty_checkpoint_says_empty_not_mmap(tmp_path):
+    """A 0-byte checkpoint (interrupted copy) was reported as an mmap/save-format problem."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt is empty \(0 bytes\): an interrupted copy"):
+        checkpoint_metadata(tmp_path / "empty.pt")
 
 
 def test_stage2_accepts_a_stage1_checkpoint(tmp_path):

@@ -5,9 +5,12 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_steps, ddim_timesteps, image_scores
+from monai_diff3m.inferers.anomaly import image_noise
 from monai_diff3m.networks import Diff3MOutput, Diff3MUNet
 
-SMALL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5))
+SMALL = dict(
+    channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
+)
 
 
 def _network(mode: str = "pooled", use_pcm: bool = False) -> Diff3MUNet:
@@ -21,7 +24,9 @@ def _network(mode: str = "pooled", use_pcm: bool = False) -> Diff3MUNet:
 
 def _images(batch: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return torch.rand(batch, 1, size, size, generator=generator) * 1.6 - 0.8, torch.randn(batch, 10, generator=generator)
+    return torch.rand(batch, 1, size, size, generator=generator) * 1.6 - 0.8, torch.randn(
+        batch, 10, generator=generator
+    )
 
 
 def test_timesteps_cover_zero_to_noise_level():
@@ -33,17 +38,21 @@ def test_timesteps_cover_zero_to_noise_level():
 
 def test_inversion_then_denoising_reproduces_the_input_at_small_noise_level():
     image, ehr = _images()
-    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=10, num_steps=10, smoothing_sigma=0)
+    inferer = Diff3MAnomalyInferer(
+        DDPMScheduler(1000), noise_level=10, num_steps=10, noising="ddim_inversion", smoothing_sigma=0
+    )
     result = inferer(image, _network(), ehr)
     assert (result["twin"] - image).abs().max() < 0.02
-    far = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=600, num_steps=5, smoothing_sigma=0)(image, _network(), ehr)
+    far = Diff3MAnomalyInferer(
+        DDPMScheduler(1000), noise_level=600, num_steps=5, noising="ddim_inversion", smoothing_sigma=0
+    )(image, _network(), ehr)
     assert (far["twin"] - image).abs().mean() > 10 * (result["twin"] - image).abs().mean()
 
 
 @pytest.mark.parametrize("noising", ["ddim_inversion", "stochastic"])
 def test_inferer_is_deterministic_and_returns_every_score(noising):
     image, ehr = _images()
-    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=4, noising=noising)
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=4, noising=noising, use_pcm=True)
     first = inferer(image, _network(use_pcm=True), ehr)
     second = inferer(image, _network(use_pcm=True), ehr)
     torch.testing.assert_close(first["twin"], second["twin"], rtol=0, atol=0)
@@ -92,14 +101,15 @@ _TWO_STEP_SCHEDULE = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torc
         (True, (-1.0, 1.0), 0.5),
         # no clipping: x̂₀ = 1.25, ε = -5/6, x₁ = 1/12; then x̂₀ = 4/3, ε = (1/12 - 0.8)/0.8, x₀ = 0.8·4/3 + 0.6·ε
         (True, (-2.0, 2.0), 0.8 * 4 / 3 + 0.6 * (1 / 12 - 0.8) / 0.8),
-        # without x̃: x̂₀ = (0.5 - 0.6)/0.8 = -0.125, ε = 1, x₁ = -0.075 + 0.8; x̂₀ = (0.725 - 0.8)/0.6 = -0.125, back to 0.5
+        # without x̃: x̂₀ = (0.5 - 0.6)/0.8 = -0.125, ε = 1, x₁ = 0.725; x̂₀ = (0.725 - 0.8)/0.6 = -0.125, back to 0.5
         (False, (-1.0, 1.0), 0.5),
     ],
 )
 def test_one_inversion_and_one_denoising_step_by_hand(use_pcm, clip_range, twin):
-    """Both directions predict x̂₀ from x̃_t (PCM) and clip it, as the authors' ``ddim_reverse_sample`` and ``ddim_sample``."""
-    inferer = Diff3MAnomalyInferer(_TWO_STEP_SCHEDULE, noise_level=1, num_steps=1, smoothing_sigma=0, use_pcm=use_pcm,
-                                   clip_range=clip_range)
+    """Both directions predict x̂₀ from x̃_t (PCM) and clip it, as the authors' ``ddim_reverse_sample`` and sampling."""
+    inferer = Diff3MAnomalyInferer(
+        _TWO_STEP_SCHEDULE, 1, 1, "ddim_inversion", smoothing_sigma=0, use_pcm=use_pcm, clip_range=clip_range
+    )
     network = _ConstantNetwork()
     result = inferer(torch.full((1, 1, 2, 2), 0.5), network)
     torch.testing.assert_close(result["twin"], torch.full((1, 1, 2, 2), twin))
@@ -111,13 +121,23 @@ def test_authors_indexing_inverts_from_one_to_l_and_denoises_from_l_minus_two_to
     assert ddim_steps(4, 2) == ([(0, 2), (2, 4)], [(4, 2), (2, 0)])
     network = _ConstantNetwork()
     schedule = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torch.linspace(0.9, 0.5, 10))
-    inferer = Diff3MAnomalyInferer(schedule, noise_level=4, num_steps=None, smoothing_sigma=0, indexing="authors",
-                                   image_range=(0.0, 1.0), clip_range=(-1.0, 1.0))
+    inferer = Diff3MAnomalyInferer(
+        schedule,
+        4,
+        None,
+        "ddim_inversion",
+        smoothing_sigma=0,
+        use_pcm=True,
+        indexing="authors",
+        image_range=(0.0, 1.0),
+        clip_range=(-1.0, 1.0),
+    )
     twin = inferer(torch.full((1, 1, 2, 2), 0.5), network)["twin"]
     assert network.timesteps == [1, 2, 3, 2, 1, 0]
     # the last step lands on the clean image (ᾱ = 1), so the twin is that step's x̂₀ = clip((1.6 - √(1-ᾱ₀))/√ᾱ₀)
     alpha = schedule.alphas_cumprod[0]
-    torch.testing.assert_close(twin, torch.full((1, 1, 2, 2), float(((1.6 - (1 - alpha).sqrt()) / alpha.sqrt()).clamp(-1, 1))))
+    expected = float(((1.6 - (1 - alpha).sqrt()) / alpha.sqrt()).clamp(-1, 1))
+    torch.testing.assert_close(twin, torch.full((1, 1, 2, 2), expected))
     with pytest.raises(ValueError, match="every timestep"):
         ddim_steps(400, 10, "authors")
     with pytest.raises(ValueError, match="ddim_inversion"):
@@ -125,6 +145,42 @@ def test_authors_indexing_inverts_from_one_to_l_and_denoises_from_l_minus_two_to
 
 
 def test_image_range_sets_the_default_clip():
-    inferer = Diff3MAnomalyInferer(_TWO_STEP_SCHEDULE, noise_level=1, num_steps=1, smoothing_sigma=0, image_range=(0.0, 1.0))
+    inferer = Diff3MAnomalyInferer(
+        _TWO_STEP_SCHEDULE, 1, 1, "ddim_inversion", smoothing_sigma=0, use_pcm=True, image_range=(0.0, 1.0)
+    )
     assert inferer.clip_range == (0.0, 1.0)
-    torch.testing.assert_close(inferer(torch.full((1, 1, 2, 2), 0.5), _ConstantNetwork())["twin"], torch.full((1, 1, 2, 2), 0.5))
+    twin = inferer(torch.full((1, 1, 2, 2), 0.5), _ConstantNetwork())["twin"]
+    torch.testing.assert_close(twin, torch.full((1, 1, 2, 2), 0.5))
+
+
+@pytest.mark.parametrize("noising", ["stochastic", "ddim_inversion"])
+def test_a_score_does_not_depend_on_the_batch_or_the_position_in_it(noising):
+    """A score is a function of (image, EHR, checkpoint, settings, seed): the same film scores the same alone, in a
+    batch of 16, at another position, and as four copies in one batch (the issue's probe: one seeded noise tensor per
+    batch gave four copies four different scores)."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(16, 1, 16, 16, generator=generator) * 1.6 - 0.8
+    ehr = torch.randn(16, 10, generator=generator)
+    images[8:12], ehr[8:12] = images[3], ehr[3]
+    inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=200, num_steps=4, noising=noising)
+    network = _network()
+    order = torch.roll(torch.arange(16), 7)  # image 3 moves to position 10
+
+    alone = inferer(images[3:4], network, ehr[3:4])["scores"]
+    batch = inferer(images, network, ehr)["scores"]
+    moved = inferer(images[order], network, ehr[order])["scores"]
+
+    position = int((order == 3).nonzero())
+    for name in SCORE_NAMES:
+        expected = alone[name][0].expand(5)
+        observed = torch.stack([batch[name][3], *batch[name][8:12]])
+        torch.testing.assert_close(observed, expected, rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(moved[name][position], alone[name][0], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(moved[name][torch.argsort(order)], batch[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_stochastic_noise_follows_the_seed_and_the_pixels():
+    image, _ = _images(batch=2)
+    assert torch.equal(image_noise(image, seed=0), image_noise(image, seed=0))
+    assert not torch.equal(image_noise(image, seed=0), image_noise(image, seed=1))
+    assert not torch.equal(image_noise(image, seed=0)[0], image_noise(image, seed=0)[1])

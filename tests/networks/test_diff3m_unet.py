@@ -3,7 +3,9 @@ import torch
 
 from monai_diff3m.networks import Diff3MUNet, EHRTokenizer, PooledEHRAttention
 
-SMALL = dict(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5))
+SMALL = dict(
+    channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
+)
 
 
 def _randomise_zero_initialised(net: torch.nn.Module) -> None:
@@ -15,7 +17,12 @@ def _randomise_zero_initialised(net: torch.nn.Module) -> None:
 
 def _inputs(batch: int = 2, size: int = 16):
     torch.manual_seed(0)
-    return torch.randn(batch, 1, size, size), torch.randint(0, 1000, (batch,)), torch.randn(batch, 10), torch.zeros(batch, 10)
+    return (
+        torch.randn(batch, 1, size, size),
+        torch.randint(0, 1000, (batch,)),
+        torch.randn(batch, 10),
+        torch.zeros(batch, 10),
+    )
 
 
 @pytest.mark.parametrize("mode", ["pooled", "spatial", "none"])
@@ -74,7 +81,9 @@ def test_start_pcm_stage_copies_encoder_and_freezes():
     net = Diff3MUNet(ieca_mode="pooled", use_pcm=True, **SMALL)
     net.start_pcm_stage()
     for encoder in net.pcm_encoders:
-        for (name, copied), original in zip(encoder["down_blocks"].state_dict().items(), net.unet.down_blocks.state_dict().values()):
+        for (name, copied), original in zip(
+            encoder["down_blocks"].state_dict().items(), net.unet.down_blocks.state_dict().values()
+        ):
             torch.testing.assert_close(copied, original, msg=name)
         assert all(p.requires_grad for p in encoder.parameters())
     frozen = [net.unet.conv_in, net.unet.down_blocks, net.unet.time_embed, net.image_encoder, net.image_query]
@@ -114,7 +123,9 @@ def test_pooled_attention_weights_follow_the_query():
     tokens = torch.tensor([[[10.0, 0.0, 0, 0], [0.0, 10.0, 0, 0], [1.0, 1.0, 0, 0]]])
     condition, weights = attention(torch.tensor([[10.0, 0.0, 0, 0]]), tokens)
     assert weights[0, 0] > 0.99 and weights[0, 2] == 1.0
-    torch.testing.assert_close(condition[0], weights[0, 0] * tokens[0, 0] + weights[0, 1] * tokens[0, 1] + tokens[0, 2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        condition[0], weights[0, 0] * tokens[0, 0] + weights[0, 1] * tokens[0, 1] + tokens[0, 2], atol=1e-5, rtol=0
+    )
 
 
 def test_soft_recombination_on_a_hand_computed_case():
@@ -137,7 +148,12 @@ def test_network_recombines_with_the_chosen_masks(recombination, monkeypatch):
     from monai_diff3m.networks import diff3m_unet
 
     seen = []
-    monkeypatch.setattr(diff3m_unet, "recombine_checkerboard", lambda out1, out2, m1, m2: seen.append((m1, m2)) or out1 * m2 + out2 * m1)
+
+    def recording(out1, out2, m1, m2):
+        seen.append((m1, m2))
+        return out1 * m2 + out2 * m1
+
+    monkeypatch.setattr(diff3m_unet, "recombine_checkerboard", recording)
     net = Diff3MUNet(ieca_mode="none", use_pcm=True, pcm_recombination=recombination, **SMALL)
     x = torch.zeros(2, 1, 16, 16)
     net(x, torch.tensor([0, 500]))
@@ -151,7 +167,11 @@ def test_network_recombines_with_the_chosen_masks(recombination, monkeypatch):
 
 def test_pcm_decoder_starts_as_a_copy_of_the_main_decoder():
     net = Diff3MUNet(ieca_mode="pooled", use_pcm=True, **SMALL)
-    main = {f"{part}.{k}": v for part in ("middle_block", "up_blocks", "out") for k, v in getattr(net.unet, part).state_dict().items()}
+    main = {
+        f"{part}.{k}": v
+        for part in ("middle_block", "up_blocks", "out")
+        for k, v in getattr(net.unet, part).state_dict().items()
+    }
     assert main.keys() == net.pcm_decoder.state_dict().keys()
     assert all(torch.equal(main[key], value) for key, value in net.pcm_decoder.state_dict().items())
 

@@ -32,7 +32,9 @@ def test_shipped_network_finds_both_lungs_on_real_films_where_the_threshold_rule
 
 def test_masks_come_back_at_the_input_size_and_do_not_depend_on_the_intensity_window():
     film = _real_films()[:2]
-    small, large = (LungFieldSegmenter()(torch.nn.functional.interpolate(film, size=size, mode="area")) for size in (32, 128))
+    small, large = (
+        LungFieldSegmenter()(torch.nn.functional.interpolate(film, size=size, mode="area")) for size in (32, 128)
+    )
     assert small.shape == (2, 1, 32, 32) and large.shape == (2, 1, 128, 128) and large.dtype == torch.bool
     segmenter = LungFieldSegmenter()
     assert torch.equal(segmenter(film), segmenter(film * 0.06 + 0.01))

@@ -12,6 +12,7 @@ import pytest
 
 from monai_diff3m.data import schema
 from preprocessing.common import InputTableError, MissingColumnError
+from preprocessing.labels import SUPPORT_DEVICES
 from preprocessing.mimic import (
     layout,
     run_all,
@@ -21,7 +22,6 @@ from preprocessing.mimic import (
     step4_filter_existing,
     step5_summarise,
 )
-from preprocessing.labels import SUPPORT_DEVICES
 from preprocessing.mimic.step3_join import JOINED_COLUMNS
 from preprocessing.mimic.synthetic import write_synthetic_mimic
 from preprocessing.splits import SPLIT

@@ -9,7 +9,14 @@ from monai_diff3m.data.records import transform_or_report
 from monai_diff3m.transforms import EHRStatistics, EncodeEHRd
 
 ENCODER = EncodeEHRd(statistics=EHRStatistics({}, {}), required=[], allow_missing_keys=True)
-GOOD = {"image": "a.png", "source": "ehr.csv row 2", schema.AGE: 60, schema.SEX: "Male", schema.VIEW: "PA", schema.BMI: 24.0}
+GOOD = {
+    "image": "a.png",
+    "source": "ehr.csv row 2",
+    schema.AGE: 60,
+    schema.SEX: "Male",
+    schema.VIEW: "PA",
+    schema.BMI: 24.0,
+}
 
 
 def test_string_in_a_numeric_column_becomes_a_failure_row():

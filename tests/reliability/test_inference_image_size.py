@@ -6,13 +6,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-from bundle.tiny_bundle import REPO_ROOT, run_workflow
 from PIL import Image
 
 from monai_diff3m.data import schema
+from monai_diff3m.data.phantoms import render_case
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.transforms import EHRStatistics, ehr_group_sizes
+
+from bundle.tiny_bundle import run_workflow
 
 NETWORK_ARGS = {
     "spatial_dims": 2,
@@ -33,22 +35,33 @@ NETWORK_ARGS = {
 def _write_checkpoint(bundle_root) -> None:
     """A 32x32 checkpoint as training writes it (untrained weights: only the input handling is under test)."""
     models = bundle_root / "models"
-    metadata = {"network_args": NETWORK_ARGS, "ehr_groups": ["demographics"], "image_size": 32, "ehr_statistics_file": "ehr_statistics_spatial.json"}
-    CheckpointWriter(models, {"network": Diff3MUNet(**NETWORK_ARGS)}, "diff3m_spatial_best.pt", metadata=metadata)(SimpleNamespace(state=SimpleNamespace(epoch=1)))
+    metadata = {
+        "network_args": NETWORK_ARGS,
+        "ehr_groups": ["demographics"],
+        "image_size": 32,
+        "ehr_statistics_file": "ehr_statistics_spatial.json",
+    }
+    CheckpointWriter(models, {"network": Diff3MUNet(**NETWORK_ARGS)}, "diff3m_spatial_best.pt", metadata=metadata)(
+        SimpleNamespace(state=SimpleNamespace(epoch=1))
+    )
     EHRStatistics({}, {}).save(models / "ehr_statistics_spatial.json")
 
 
-def test_smaller_and_larger_images_are_scored_at_the_training_size(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)
+def test_smaller_and_larger_images_are_scored_at_the_training_size(tmp_path):
     _write_checkpoint(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)).save(images / "small.png")
-    Image.fromarray((rng.random((128, 128)) * 65535).astype(np.uint16)).save(images / "large.png")
-    pd.DataFrame({schema.PATH: ["small.png", "large.png"], schema.SEX: ["Male", "Female"], schema.AGE: [40, 70], schema.VIEW: ["PA", "AP"]}).to_csv(
-        tmp_path / "ehr.csv", index=False
-    )
+    small, large = (render_case(seed=0, index=index, image_size=size).image for index, size in ((0, 48), (1, 128)))
+    Image.fromarray((small * 255).round().astype(np.uint8)).save(images / "small.png")
+    Image.fromarray((large * 65535).round().astype(np.uint16)).save(images / "large.png")
+    pd.DataFrame(
+        {
+            schema.PATH: ["small.png", "large.png"],
+            schema.SEX: ["Male", "Female"],
+            schema.AGE: [40, 70],
+            schema.VIEW: ["PA", "AP"],
+        }
+    ).to_csv(tmp_path / "ehr.csv", index=False)
     output = tmp_path / "out"
 
     run_workflow(

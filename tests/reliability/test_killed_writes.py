@@ -34,7 +34,8 @@ WRITERS = {
         torch.save = half_save
         network = torch.nn.Linear(4, 4)
         torch.nn.init.constant_(network.weight, 2.0)
-        CheckpointWriter(target.parent, {"network": network}, target.name)(types.SimpleNamespace(state=types.SimpleNamespace(epoch=2)))
+        engine = types.SimpleNamespace(state=types.SimpleNamespace(epoch=2))
+        CheckpointWriter(target.parent, {"network": network}, target.name)(engine)
     """,
     "csv": """
         import pandas as pd
@@ -64,7 +65,9 @@ PRELUDE = """
 
 def _kill_while_writing(kind: str, target: Path) -> None:
     script = textwrap.dedent(PRELUDE) + textwrap.dedent(WRITERS[kind])
-    process = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = process.stdout.readline()
         assert line == "half written\n", process.stderr.read()
@@ -77,7 +80,9 @@ def _kill_while_writing(kind: str, target: Path) -> None:
 def test_killed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     network = torch.nn.Linear(4, 4)
     torch.nn.init.constant_(network.weight, 1.0)
-    CheckpointWriter(tmp_path, {"network": network}, "last.pt", metadata={"image_size": 32})(SimpleNamespace(state=SimpleNamespace(epoch=1)))
+    CheckpointWriter(tmp_path, {"network": network}, "last.pt", metadata={"image_size": 32})(
+        SimpleNamespace(state=SimpleNamespace(epoch=1))
+    )
     _kill_while_writing("checkpoint", tmp_path / "last.pt")
     checkpoint = read_checkpoint(tmp_path / "last.pt")
     assert checkpoint["epoch"] == 1 and checkpoint["metadata"] == {"image_size": 32}

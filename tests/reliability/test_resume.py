@@ -12,12 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from bundle.tiny_bundle import CONFIGS, REPO_ROOT, TINY_PHANTOMS, tiny_overrides
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.handlers.checkpoint import ResumeFromCheckpoint
+
+from bundle.tiny_bundle import CONFIGS, TINY_PHANTOMS, tiny_overrides
 
 MAX_EPOCHS = 6
 #: Two batches of 16 per epoch keep each run to seconds; the resume logic does not depend on the epoch length.
@@ -30,24 +31,39 @@ def _overrides(bundle_root: Path, **extra) -> dict:
 
 
 def _train_command(args_file: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.json"), "--args_file", str(args_file), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(CONFIGS / "train.json"),
+        "--args_file",
+        str(args_file),
+        *extra,
+    ]
 
 
 def _losses(bundle_root: Path, max_epochs: int, resume: bool) -> list[tuple[int, float]]:
     """Run the tiny training in this process and return (iteration, loss) of every step it ran."""
     overrides = _overrides(bundle_root, max_epochs=max_epochs, val_interval=1, resume=resume)
-    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides)
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides
+    )
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
     losses: list[tuple[int, float]] = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append((engine.state.iteration, engine.state.output["loss"].item())))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda engine: losses.append((engine.state.iteration, engine.state.output["loss"].item())),
+    )
     workflow.run()
     workflow.finalize()
     return losses
 
 
-def test_killed_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)
+def test_killed_training_resumes_from_the_last_checkpoint(tmp_path):
     bundle_root = tmp_path / "bundle"
     args_file = tmp_path / "tiny.json"
     args_file.write_text(json.dumps(_overrides(bundle_root, max_epochs=MAX_EPOCHS, val_interval=2)))
@@ -63,7 +79,9 @@ def test_killed_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch)
     killed_epoch = torch.load(last, weights_only=True)["epoch"]
     assert 1 <= killed_epoch < MAX_EPOCHS
 
-    resumed = subprocess.run(_train_command(args_file, "--resume", "true"), check=False, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        _train_command(args_file, "--resume", "true"), check=False, capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = resumed.stdout + resumed.stderr
     assert f"at epoch {killed_epoch}, iteration {killed_epoch * ITERATIONS_PER_EPOCH}" in log
@@ -75,9 +93,8 @@ def test_killed_training_resumes_from_the_last_checkpoint(tmp_path, monkeypatch)
     assert {"network", "optimizer", "metadata", "rng"} <= set(checkpoint)
 
 
-def test_resumed_run_continues_the_same_loss_curve(tmp_path, monkeypatch):
+def test_resumed_run_continues_the_same_loss_curve(tmp_path):
     """Weights, optimiser moments, progress and RNG are all restored: the losses equal those of an unbroken run."""
-    monkeypatch.chdir(REPO_ROOT)
     unbroken = _losses(tmp_path / "unbroken", max_epochs=2, resume=False)
     first = _losses(tmp_path / "interrupted", max_epochs=1, resume=False)
     second = _losses(tmp_path / "interrupted", max_epochs=2, resume=True)
@@ -96,7 +113,9 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     last = tmp_path / "last.pt"
     with pytest.raises(FileNotFoundError, match="start training without --resume"):
         _resume(last, batches=3, max_epochs=2)
-    CheckpointWriter(tmp_path, {"network": torch.nn.Linear(2, 2)}, "last.pt")(SimpleNamespace(state=SimpleNamespace(epoch=1)))
+    CheckpointWriter(tmp_path, {"network": torch.nn.Linear(2, 2)}, "last.pt")(
+        SimpleNamespace(state=SimpleNamespace(epoch=1))
+    )
     with pytest.raises(ValueError, match="not written with resumable=True"):
         _resume(last, batches=3, max_epochs=2)
     interrupted = Engine(lambda engine, batch: None)
@@ -117,9 +136,13 @@ def test_resume_keeps_the_best_metric_of_the_interrupted_run(tmp_path):
     best_writer = CheckpointWriter(tmp_path, {"network": network}, "best.pt", only_on_best=True)
 
     for best_epoch, restored in [(1, (0.25, 1)), (5, (-1, -1))]:  # a best from epoch 5 belongs to another run
-        best_writer(SimpleNamespace(state=SimpleNamespace(epoch=best_epoch, best_metric_epoch=best_epoch, best_metric=0.25)))
+        best_writer(
+            SimpleNamespace(state=SimpleNamespace(epoch=best_epoch, best_metric_epoch=best_epoch, best_metric=0.25))
+        )
         evaluator = SimpleNamespace(state=SimpleNamespace(best_metric=-1, best_metric_epoch=-1))
         trainer = Engine(lambda engine, batch: None)
-        ResumeFromCheckpoint(tmp_path / "last.pt", {"network": network}, evaluator, tmp_path / "best.pt").attach(trainer)
+        ResumeFromCheckpoint(tmp_path / "last.pt", {"network": network}, evaluator, tmp_path / "best.pt").attach(
+            trainer
+        )
         trainer.run(range(3), max_epochs=2)
         assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == restored

@@ -18,7 +18,7 @@ import torch
 
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
-from bundle.tiny_bundle import CONFIGS, REPO_ROOT, TINY_NETWORK, TINY_PHANTOMS
+from bundle.tiny_bundle import CONFIGS, TINY_NETWORK, TINY_PHANTOMS
 
 TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
 BATCH_SIZE = 16
@@ -45,7 +45,7 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
         log, _ = process.communicate(timeout=120)

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from monai_diff3m.data import schema
-from monai_diff3m.transforms import EHRStatistics, EHRValueError, EncodeEHRd, ehr_group_sizes, ehr_slot_names
+from monai_diff3m.transforms import (
+    EHRStatistics,
+    EHRStatisticsError,
+    EHRValueError,
+    EncodeEHRd,
+    ehr_group_sizes,
+    ehr_slot_names,
+)
 
 RECORD = {
     "source": "train.csv row 2",
@@ -61,8 +68,9 @@ def test_missing_values_are_flagged_not_dropped():
         (schema.AGE, float("nan"), "required EHR field 'Age' is missing"),
         (schema.AGE, 150, r"within \[0, 120\]"),
         (schema.AGE, "abc", "must be a number"),
-        (schema.SEX, "M", "must be one of"),
-        (schema.VIEW, "LL", "must be one of"),
+        (schema.SEX, "X", "field 'Sex' 'X' is not a sex"),
+        (schema.VIEW, "LL", "lateral views are not supported"),
+        (schema.VIEW, "OBL", "not a frontal view"),
         (schema.BMI, "high", "'BMI' must be a number"),
         (schema.WEIGHT, -3, "must be positive"),
     ],
@@ -87,3 +95,41 @@ def test_measurements_need_statistics():
     with pytest.raises(ValueError, match="statistics"):
         EncodeEHRd(groups=["demographics", "measurements"])
     assert EncodeEHRd(groups=["demographics"])(RECORD)["ehr"].shape == (5,)
+
+
+@pytest.mark.parametrize("sex, view", [("M", "ap"), (" male ", "AP Supine"), ("MALE", " AP_ERECT ")])
+def test_sex_and_view_spellings_encode_like_the_schema_values(sex, view):
+    """CSV readers rejected ``M`` and lower case while the DICOM reader accepted them: one vocabulary now."""
+    expected = EncodeEHRd(statistics=STATS)({**RECORD, schema.SEX: "Male", schema.VIEW: "AP"})["ehr"]
+    np.testing.assert_array_equal(
+        EncodeEHRd(statistics=STATS)({**RECORD, schema.SEX: sex, schema.VIEW: view})["ehr"], expected
+    )
+
+
+def test_unknown_or_other_sex_is_missing_not_an_error():
+    out = EncodeEHRd(statistics=STATS, required=[])({**RECORD, schema.SEX: "Unknown"})
+    np.testing.assert_array_equal(out["ehr_missing"][1:3], [1, 1])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"mean": {"BMI": 25.0}}', "lacks the 'mean' and 'std' tables"),
+        ('{"mean": {"BMI": 25.0}, "std": {"BMI": 0.0}}', r"has std\['BMI'\] = 0.0, expected a positive number"),
+        ('{"mean": {"BMI": "x"}, "std": {"BMI": 1.0}}', r"has mean\['BMI'\] = 'x', expected a finite number"),
+    ],
+)
+def test_corrupt_statistics_file_is_named(tmp_path, content, message):
+    """A damaged statistics JSON raised JSONDecodeError or KeyError: 'mean' without the file name."""
+    path = tmp_path / "ehr_statistics_spatial.json"
+    path.write_text(content)
+    with pytest.raises(EHRStatisticsError, match=rf"ehr_statistics_spatial\.json {message}"):
+        EncodeEHRd(statistics=path)
+
+
+def test_demographics_only_model_needs_no_statistics_file(tmp_path):
+    """Demographics are not z-scored, so a damaged or missing statistics file must not stop their encoding."""
+    (tmp_path / "broken.json").write_text("{not json")
+    for statistics in (tmp_path / "broken.json", tmp_path / "absent.json"):
+        assert EncodeEHRd(groups=["demographics"], statistics=statistics)(RECORD)["ehr"].shape == (5,)

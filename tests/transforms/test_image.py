@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 from PIL import Image
+from pydicom.dataset import Dataset
+
+from monai_diff3m.transforms.image import (
+    MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    LoadChestXRayd,
+    is_dicom_file,
+    read_chest_xray,
+)
 
 from dicom_files import RAMP, write_dicom
-from monai_diff3m.transforms.image import ImageLoadError, LoadChestXRayd, is_dicom_file, read_chest_xray
 
 
 def load(path):
@@ -167,3 +178,107 @@ def test_corrupt_dicom_names_file(tmp_path):
     path.write_bytes(b"\x00" * 10)
     with pytest.raises(ImageLoadError, match=r"cannot decode DICOM .*broken\.dcm"):
         read_chest_xray(path)
+
+
+def _display(image) -> np.ndarray:
+    return image[0].numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_dicom_voi_window_and_presentation_lut_give_the_displayed_film(tmp_path):
+    """One displayed film in four encodings scores the same only if each is read as displayed: a plain 12-bit film;
+    16-bit pixels offset by 10000 with the window that shows the same film (first of several windows); the
+    inverted pixels with Presentation LUT Shape INVERSE; and a VOI LUT Sequence preferred over a misleading window."""
+    plain = load(write_dicom(tmp_path / "plain.dcm"))
+    offset = RAMP.astype(np.uint16) + 10000
+    windowed = load(
+        write_dicom(
+            tmp_path / "window.dcm", pixels=offset, bits_stored=16, WindowCenter=[12048, 500], WindowWidth=[4096, 100]
+        )
+    )
+    inverse = load(
+        write_dicom(tmp_path / "inverse.dcm", pixels=(4095 - RAMP).astype(np.uint16), PresentationLUTShape="INVERSE")
+    )
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4096, 10000, 12])
+    lut.add_new(0x00283006, "US", list(range(4096)))
+    with_lut = load(
+        write_dicom(
+            tmp_path / "lut.dcm", pixels=offset, bits_stored=16, VOILUTSequence=[lut], WindowCenter=500, WindowWidth=100
+        )
+    )
+
+    np.testing.assert_allclose(_display(plain), RAMP / 4095.0, atol=1e-6)
+    for image in (windowed, inverse, with_lut):
+        np.testing.assert_allclose(_display(image), _display(plain), atol=1e-6)
+
+
+def test_dicom_window_clips_outside_and_monochrome1_inverts_after_the_window(tmp_path):
+    narrow = load(write_dicom(tmp_path / "narrow.dcm", WindowCenter=2048, WindowWidth=1024))
+    inverted = load(
+        write_dicom(
+            tmp_path / "m1.dcm",
+            WindowCenter=2048,
+            WindowWidth=1024,
+            PhotometricInterpretation="MONOCHROME1",
+            PresentationLUTShape="INVERSE",
+        )
+    )
+    assert _display(narrow)[RAMP <= 1535].max() == 0.0 and _display(narrow)[RAMP > 2560].min() == 1.0
+    np.testing.assert_allclose(_display(inverted), 1.0 - _display(narrow), atol=1e-6)  # INVERSE is MONOCHROME1's own
+
+
+@pytest.mark.parametrize(
+    "tags, message",
+    [
+        ({"RescaleSlope": 0, "RescaleIntercept": 0}, r"RescaleSlope = 0 .* blank"),
+        ({"PixelSpacing": ["nan", "nan"]}, r"PixelSpacing = .*positive finite"),
+        ({"PixelSpacing": ["inf", "1"]}, r"PixelSpacing = .*positive finite"),
+        ({"WindowCenter": 2048, "WindowWidth": 0}, r"window cannot be applied"),
+        ({"PresentationLUTShape": "LOG"}, r"PresentationLUTShape = 'LOG'"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_dicom_header_values_that_cannot_be_displayed_name_file_and_tag(tmp_path, tags, message):
+    with pytest.raises(ImageLoadError, match=rf"bad\.dcm.*{message}"):
+        load(write_dicom(tmp_path / "bad.dcm", **tags))
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    """A camera or scanner JPEG stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to display)."""
+    stored = np.zeros((16, 32), np.uint8)
+    stored[:, :16] = 255  # left half bright as stored
+    exif = Image.Image().getexif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "sideways.jpg", quality=100, exif=exif)
+
+    image = _display(load(tmp_path / "sideways.jpg"))
+
+    assert image.shape == (32, 16)
+    assert image[:14].min() > 0.9 and image[18:].max() < 0.1  # the stored left half is the displayed top
+
+
+def _png_header(path, width: int, height: int) -> None:
+    """A PNG whose header declares ``width`` x ``height`` (no pixel data needed: the size check reads the header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("width, height", [(20000, 10000), (9000, 9000)])
+def test_images_above_the_pixel_limit_are_refused_from_the_header(tmp_path, width, height):
+    """20000 x 10000 raised PIL's DecompressionBombError (not an input error: the run died); 9000 x 9000 would be
+    decoded to 650 MB of float64."""
+    _png_header(tmp_path / "huge.png", width, height)
+    with pytest.raises(ImageLoadError, match=rf"huge\.png .*above the limit of {MAX_IMAGE_PIXELS} pixels"):
+        load(tmp_path / "huge.png")
+
+
+def test_dicom_above_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    with pytest.raises(ImageLoadError, match=r"big\.dcm is 10000 x 10000 pixels, above the limit"):
+        load(write_dicom(tmp_path / "big.dcm", Rows=10000, Columns=10000))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dicom_files import write_dicom
 from monai_diff3m.transforms import LoadChestXRayd, NormaliseChestXRayd
+
+from dicom_files import write_dicom
 
 FILM = Path(__file__).resolve().parents[1] / "data" / "nih64" / "images" / "00000097_000.png"
 
@@ -58,7 +59,9 @@ def test_output_range_gives_the_authors_zero_to_one_images():
     image = torch.linspace(0.0, 1.0, 11).reshape(1, 1, 11)
     same = NormaliseChestXRayd("image", mode="fixed", output_range=(0.0, 1.0))({"image": image})["image"]
     torch.testing.assert_close(torch.as_tensor(same), image)
-    stretched = NormaliseChestXRayd("image", mode="percentile", lower=10, upper=90, output_range=(0.0, 1.0))({"image": image})["image"]
+    stretched = NormaliseChestXRayd("image", mode="percentile", lower=10, upper=90, output_range=(0.0, 1.0))(
+        {"image": image}
+    )["image"]
     assert float(stretched.min()) == 0.0 and float(stretched.max()) == 1.0
     with pytest.raises(ValueError, match="output_range"):
         NormaliseChestXRayd("image", output_range=(1.0, 0.0))

@@ -1,0 +1,127 @@
+"""The result writer keeps an output folder consistent: one run at a time, tables grown per batch and promoted at the
+end, no stale table pointing at new maps, and a map that cannot be written costs only its own image."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import nibabel as nib
+import pandas as pd
+import pytest
+import torch
+from ignite.engine import Engine
+from nibabel.spatialimages import HeaderDataError
+
+from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
+from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
+from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError
+from monai_diff3m.inferers import SCORE_NAMES
+
+NAMES = [f"img{index}.png" for index in range(6)]
+
+
+def _batches(names=NAMES, batch_size=2):
+    """Scored batches as ``AnomalyScoringStep`` returns them (values from the image index)."""
+    for start in range(0, len(names), batch_size):
+        sources = names[start : start + batch_size]
+        values = torch.arange(start, start + len(sources), dtype=torch.float32)
+        maps = values[:, None, None, None].expand(-1, 1, 4, 4) / 10
+        yield {
+            "image": maps.clone(),
+            "anomaly_map": maps.clone(),
+            "smoothed_map": maps.clone(),
+            "scores": {name: values.clone() for name in SCORE_NAMES},
+            "ehr_attention": None,
+            "source": sources,
+            "affine": None,
+        }
+
+
+def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWriter:
+    outputs = list(_batches(names))
+
+    def step(engine, batch_index):
+        if batch_index == fail_at:
+            raise RuntimeError("killed")
+        return outputs[batch_index]
+
+    engine = Engine(step)
+    writer = AnomalyResultWriter(
+        output_dir, [{"source": name, "image": name} for name in names], failures=[("bad.png", "broken")]
+    )
+    writer.attach(engine)
+    engine.run(range(len(outputs)), max_epochs=1)
+    return writer
+
+
+def test_tables_are_written_per_batch_and_promoted_at_the_end(tmp_path):
+    """``scores.csv`` was written only at the very end: a crash after hours of scoring kept nothing."""
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path, fail_at=2)
+    partial = pd.read_csv(tmp_path / "scores.partial.csv")
+    assert list(partial["image"]) == NAMES[:4] and not (tmp_path / "scores.csv").exists()
+    assert not (tmp_path / LOCK_FILE).exists()  # the crashed run freed the folder
+
+    _run(tmp_path)
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert list(scores["image"]) == NAMES and list(scores["mse"]) == list(range(6))
+    assert pd.read_csv(tmp_path / "failures.csv").values.tolist() == [["bad.png", "broken"]]
+    assert not (tmp_path / "scores.partial.csv").exists() and not (tmp_path / LOCK_FILE).exists()
+    assert (tmp_path / OUTPUT_FOLDER_MARKER).exists()
+
+
+def test_a_rerun_killed_midway_leaves_no_old_table_pointing_at_new_maps(tmp_path):
+    """The old ``scores.csv`` of a folder survived a killed rerun and pointed at maps the rerun overwrote."""
+    _run(tmp_path, names=["old.png", *NAMES[:3]])
+    (tmp_path / "metrics.json").write_text("{}")
+    assert (tmp_path / "maps" / "old.nii.gz").exists()
+
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path, fail_at=1)
+
+    assert not (tmp_path / "scores.csv").exists() and not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "maps" / "old.nii.gz").exists()  # named by the old table: removed with it
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["img0.nii.gz", "img1.nii.gz"]
+    assert list(pd.read_csv(tmp_path / "scores.partial.csv")["map_nifti"]) == ["maps/img0.nii.gz", "maps/img1.nii.gz"]
+
+
+def test_a_second_run_into_a_folder_in_use_stops_with_a_clear_error(tmp_path):
+    """Two runs into one ``--output_dir`` interleaved and the last one's ``scores.csv`` won."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tmp_path.joinpath(LOCK_FILE).write_text(
+            json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "now"})
+        )
+        with pytest.raises(
+            OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} only if"
+        ):
+            _run(tmp_path)
+        assert not (tmp_path / "scores.csv").exists() and (tmp_path / LOCK_FILE).exists()
+    finally:
+        other.kill()
+        other.wait()
+    _run(tmp_path)  # a lock whose process is gone (a killed run) is taken over
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 6 and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_map_that_cannot_be_written_is_a_failure_row_and_the_others_are_kept(tmp_path, monkeypatch):
+    """A map write error (nibabel HeaderDataError for a NaN spacing) killed the run and lost every result."""
+    save = nib.save
+
+    def failing_save(image, path):
+        if "img3" in os.fspath(path):  # the temporary file beside maps/img3.nii.gz
+            raise HeaderDataError("Could not decompose affine")
+        save(image, path)
+
+    monkeypatch.setattr(anomaly_results.nib, "save", failing_save)
+    _run(tmp_path)
+
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert list(scores["image"]) == [name for name in NAMES if name != "img3.png"]
+    failures = pd.read_csv(tmp_path / "failures.csv")
+    assert failures["path"].tolist() == ["bad.png", "img3.png"]
+    assert "anomaly map cannot be written: HeaderDataError" in failures["reason"].iloc[1]
