@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU check of issue 12, under 6 minutes: train the reference preset at 256x256 through the bundle (300 steps of
-# stage 1 at batch 3, then 50 of stage 2), time its reference scoring and 12 steps at the authors' global batch 24,
+# One GPU check of issue 12, under 6 minutes: train the reference preset at 256x256 through the bundle (200 steps of
+# stage 1 at batch 3, then 40 of stage 2), time its reference scoring and 12 steps at the authors' global batch 24,
 # then run benchmarks/throughput.py. Every part has its own `timeout`, so one hang cannot eat the budget.
 #
 #   OUT=results PYTHON=python3 bash benchmarks/gpu_check.sh          # on the GPU machine, from the repository root

@@ -3,14 +3,15 @@
 Each measurement is a subcommand, so that ``benchmarks/gpu_check.sh`` can bound each one with ``timeout``; each
 adds its results to the JSON file ``--output``:
 
-- ``train``: 300 optimiser steps of stage 1 of the reference preset (``train.json`` + ``reference.json``: PCM
-  branches from the start, batch 3, AdamW, EMA) on generated phantoms, then 50 steps of stage 2
+- ``train``: 200 optimiser steps of stage 1 of the reference preset (``train.json`` + ``reference.json``: PCM
+  branches from the start, batch 3, AdamW, EMA) on generated phantoms, then 40 steps of stage 2
   (+ ``train_pcm.json``), each one epoch of that length. Optimiser steps per second (after ``WARMUP_STEPS``),
   images per second, peak memory, first and last loss.
 - ``score``: the reference scoring (``reference_scoring.json``: DDIM inversion with the authors' indexing, x̃_t,
   clipping) of the test phantoms with the stage-2 model, on a shortened L; the time per network evaluation is
   extrapolated to the authors' 798 evaluations per image.
-- ``batch``: a few optimiser steps at the authors' *global* batch (24 = 3 per GPU x 8 GPUs) on one device.
+- ``batch``: a few optimiser steps at the authors' *global* batch (24 = 3 per GPU x 8 GPUs) on one device; running
+  out of memory is a result too (``out_of_memory``).
 
 ``--tiny`` shrinks everything (32x32 images, a 2-level network, a handful of steps) to check the script on a CPU.
 
@@ -78,7 +79,7 @@ def _settings(tiny: bool) -> dict[str, Any]:
     """Image size, network overrides, training phantoms and the optimiser steps of each stage and of ``batch``."""
     if tiny:
         return {"size": 32, "overrides": TINY, "num_train": 12, "steps": (8, 4, 2)}
-    return {"size": 256, "overrides": {}, "num_train": 150, "steps": (300, 50, 12)}
+    return {"size": 256, "overrides": {}, "num_train": 150, "steps": (200, 40, 12)}
 
 
 def _one_epoch(steps: int) -> dict[str, Any]:
@@ -201,7 +202,10 @@ def batch(root: Path, tiny: bool) -> dict[str, Any]:
         **_one_epoch(settings["steps"][2]),
         **settings["overrides"],
     }
-    return {"global_batch": _train(_configs("train.json", "reference.json"), overrides)}
+    try:
+        return {"global_batch": _train(_configs("train.json", "reference.json"), overrides)}
+    except torch.cuda.OutOfMemoryError as error:
+        return {"global_batch": {"batch": size, "out_of_memory": str(error).splitlines()[0], "peak_mib": _peak_mib()}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
