@@ -7,12 +7,13 @@
 #   GPU_CHECK_TINY=1 OUT=/tmp/check bash benchmarks/gpu_check.sh     # the same script on a CPU, tiny settings
 #
 # Needs monai, pytorch-ignite, pydicom, nibabel and fire importable by $PYTHON (installs nothing). Writes
-# $OUT/reference_preset.json, $OUT/throughput_gpu.json, $OUT/gpu_check.log and a scratch bundle in
-# $OUT/reference_preset_bundle (data and checkpoints; delete it afterwards).
+# $OUT/reference_preset.json, $OUT/throughput_gpu.json and $OUT/gpu_check.log; the phantoms and checkpoints (about
+# 15 GB) go to a scratch folder outside $OUT ($GPU_CHECK_WORK, default a new temporary folder), removed at the end.
 set -u
 PYTHON=${PYTHON:-python3}
 OUT=$(mkdir -p "${OUT:-.}" && cd "${OUT:-.}" && pwd)
 TINY=${GPU_CHECK_TINY:-0}
+WORK=${GPU_CHECK_WORK:-$(mktemp -d)}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
@@ -38,10 +39,11 @@ run_part() {  # name, seconds, command...
   echo "gpu_check: $name finished with exit code $code after $((SECONDS - started)) s (limit $limit s)"
   [ $code -eq 0 ] || status=1
 }
-RESULTS="$OUT/reference_preset.json"
-run_part "reference training" "${LIMITS[0]}" "$PYTHON" benchmarks/reference_preset.py train --output "$RESULTS" "${FLAGS[@]}"
-run_part "reference scoring" "${LIMITS[1]}" "$PYTHON" benchmarks/reference_preset.py score --output "$RESULTS" "${FLAGS[@]}"
-run_part "global batch" "${LIMITS[2]}" "$PYTHON" benchmarks/reference_preset.py batch --output "$RESULTS" "${FLAGS[@]}"
+PRESET=(benchmarks/reference_preset.py --output "$OUT/reference_preset.json" --root "$WORK/bundle" "${FLAGS[@]}")
+run_part "reference training" "${LIMITS[0]}" "$PYTHON" "${PRESET[0]}" train "${PRESET[@]:1}"
+run_part "reference scoring" "${LIMITS[1]}" "$PYTHON" "${PRESET[0]}" score "${PRESET[@]:1}"
+run_part "global batch" "${LIMITS[2]}" "$PYTHON" "${PRESET[0]}" batch "${PRESET[@]:1}"
 run_part "throughput" "${LIMITS[3]}" "$PYTHON" benchmarks/throughput.py "${THROUGHPUT[@]}" --output "$OUT/throughput_gpu.json"
+[ -n "${GPU_CHECK_WORK:-}" ] || rm -rf "$WORK"
 echo "gpu_check: done in $SECONDS s, exit status $status; results in $OUT"
 exit $status
