@@ -195,11 +195,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         for name, overrides in args.configs
     ]
     log = logging.getLogger(__name__)
-    results = []
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
-        for result in pool.map(run_job, jobs):
-            log.info("%s seed %d: trained in %.0f s", result["config"], result["seed"], result["train_seconds"])
-            results.append(result)
+    if args.workers == 1:
+        results = [run_job(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(run_job, jobs))
+    for result in results:
+        log.info("%s seed %d: trained in %.0f s", result["config"], result["seed"], result["train_seconds"])
     summary = summarise(results)
     write_csv_atomic(summary, work_dir / "summary.csv")
     with pd.option_context("display.max_rows", 200, "display.width", 160):
