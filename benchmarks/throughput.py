@@ -2,15 +2,18 @@
 
 Two settings, each at two network sizes (``--sizes``):
 
-- ``reference`` (the authors' code): fp32, batch 1, scoring by DDIM inversion with every timestep to L = 400 and
-  back (800 network evaluations per image);
+- ``reference`` (the authors' ``train.sh`` / ``sampling.sh``): fp32, batch 3 per GPU (they ran 8 GPUs, a global
+  batch of 24), scoring by DDIM inversion with every timestep to L = 400 and back as their code indexes it (798
+  network evaluations per image);
 - ``defaults`` (this project's ``train.json`` / ``inference.json``): batch 16, bf16 autocast on CUDA (fp32 on CPU,
   where bf16 is slower), fused AdamW on CUDA, and ``inference.json``'s scoring schedule (read from the file; chosen
   by ``python -m monai_diff3m.scoring_study``).
 
-Both settings use the same network (``--ieca-mode``, default the project's ``spatial``), so their ratio measures
-the speed settings alone. Every network evaluation of a scoring run costs the same whatever the stride, so a long
-schedule is timed on a few evaluations and extrapolated to the full count; the JSON says when (``extrapolated``).
+Both settings use the same network (``--ieca-mode``, default the project's ``spatial``, without PCM branches), so
+their ratio measures the speed settings alone; the authors' full network (pooled IECA with PCM branches, about 3
+times the cost of one evaluation) is timed by ``benchmarks/gpu_check.sh``, which trains the reference preset.
+Every network evaluation of a scoring run costs the same whatever the stride, so a long schedule is timed on a few
+evaluations and extrapolated to the full count; the JSON says when (``extrapolated``).
 With ``--quick`` (or on CPU at the 256x256 size) iterations and evaluations are few and the batch may be capped;
 the JSON records what was measured (``measured_batch``, ``measured_evaluations``).
 
@@ -46,7 +49,7 @@ from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.packaged_bundle import config_files
 from monai_diff3m.transforms import ehr_group_sizes
 
-#: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (METHOD.md §2).
+#: Network sizes: the CPU demo preset of train.json and the paper's 256x256 network (docs/method.md §2).
 SIZES: dict[str, dict[str, Any]] = {
     "demo": {
         "image_size": 64,
@@ -83,15 +86,22 @@ def bundle_schedule() -> ScoringSchedule:
 
 
 def settings(device: torch.device) -> tuple[Setting, Setting]:
-    reference = Setting("reference", 1, False, REFERENCE_SCHEDULE)
+    reference = Setting("reference", 3, False, REFERENCE_SCHEDULE)
     defaults = Setting("defaults", 16, device.type == "cuda", bundle_schedule())
     return reference, defaults
 
 
 def build_network(size: str, ieca_mode: str, device: torch.device) -> Diff3MUNet:
     args = {key: value for key, value in SIZES[size].items() if key != "image_size"}
-    network = Diff3MUNet(spatial_dims=2, in_channels=1, out_channels=1, norm_num_groups=32, ieca_mode=ieca_mode,
-                         ehr_group_sizes=ehr_group_sizes(EHR_GROUPS), **args)
+    network = Diff3MUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        norm_num_groups=32,
+        ieca_mode=ieca_mode,
+        ehr_group_sizes=ehr_group_sizes(EHR_GROUPS),
+        **args,
+    )
     return network.to(device)
 
 
@@ -120,8 +130,15 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
-def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, iterations: int,
-                     device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
+def measure_training(
+    network: Diff3MUNet,
+    setting: Setting,
+    batch_size: int,
+    image_size: int,
+    iterations: int,
+    device: torch.device,
+    scheduler: DDPMScheduler,
+) -> dict[str, Any]:
     """Images/s of the project's training step (sample t and ε, forward, mixed loss, AdamW), after one warm-up."""
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults"
@@ -152,14 +169,22 @@ def measure_training(network: Diff3MUNet, setting: Setting, batch_size: int, ima
     }
 
 
-def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, image_size: int, max_evaluations: int,
-                    device: torch.device, scheduler: DDPMScheduler) -> dict[str, Any]:
+def measure_scoring(
+    network: Diff3MUNet,
+    setting: Setting,
+    batch_size: int,
+    image_size: int,
+    max_evaluations: int,
+    device: torch.device,
+    scheduler: DDPMScheduler,
+) -> dict[str, Any]:
     """Images/s of the anomaly inferer; a schedule longer than ``max_evaluations`` is timed shorter and extrapolated."""
     schedule = setting.schedule
     full = schedule.evaluations
-    per_direction = full // schedule.steps  # 2 for DDIM inversion (up and down), else 1
+    per_direction = 2 if schedule.noising == "ddim_inversion" else 1  # up and down, or down only
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
+    # timed on a strided schedule with the same noising: every evaluation costs the same whatever the indexing
     inferer = Diff3MAnomalyInferer(
         scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising
     )
@@ -168,15 +193,22 @@ def measure_scoring(network: Diff3MUNet, setting: Setting, batch_size: int, imag
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.amp):
         _reset_peak(device)
         Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=1, noising=schedule.noising)(
-            batch["image"], network, batch["ehr"], batch["ehr_missing"])  # warm-up
+            batch["image"], network, batch["ehr"], batch["ehr_missing"]
+        )  # warm-up
         _synchronize(device)
         start = time.perf_counter()
         inferer(batch["image"], network, batch["ehr"], batch["ehr_missing"])
         _synchronize(device)
         seconds = time.perf_counter() - start
     seconds_per_image = seconds / batch_size * full / measured
-    return {"images_per_s": 1.0 / seconds_per_image, "measured_batch": batch_size, "evaluations_per_image": full,
-            "measured_evaluations": measured, "extrapolated": measured < full, "peak_mib": _peak_mib(device)}
+    return {
+        "images_per_s": 1.0 / seconds_per_image,
+        "measured_batch": batch_size,
+        "evaluations_per_image": full,
+        "measured_evaluations": measured,
+        "extrapolated": measured < full,
+        "peak_mib": _peak_mib(device),
+    }
 
 
 def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> dict[str, Any]:
@@ -211,8 +243,10 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
                 ),
             }
             del network
-        entry["ratio"] = {task: entry["defaults"][task]["images_per_s"] / entry["reference"][task]["images_per_s"]
-                          for task in ("training", "scoring")}
+        entry["ratio"] = {
+            task: entry["defaults"][task]["images_per_s"] / entry["reference"][task]["images_per_s"]
+            for task in ("training", "scoring")
+        }
         results["sizes"][size] = entry
     return results
 

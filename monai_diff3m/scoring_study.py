@@ -12,7 +12,7 @@ by default, so that choosing does not touch the test split) with every schedule 
 
 Every schedule scores the same preprocessed images with the same seeded noise, so differences between rows are
 paired. Results are written after every schedule (``--output``), and a rerun with the same checkpoint, split and
-seed skips the schedules already scored, so a long grid (the reference's 800 evaluations per image) can be stopped
+seed skips the schedules already scored, so a long grid (the authors' 798 evaluations per image) can be stopped
 and resumed::
 
     python -m monai_diff3m.scoring_study [--noise-levels 25 50 100 150 250 400] [--steps 5 10 25 50 100 full]
@@ -106,6 +106,8 @@ class ScoringData:
     amp: bool
     smoothing_sigma: float
     use_pcm: bool
+    image_range: tuple[float, float]
+    clip_range: tuple[float, float]
     default: ScoringSchedule
     checkpoint: str
 
@@ -138,8 +140,13 @@ def load_scoring_data(
         amp=bool(parser.get_parsed_content("amp")),
         smoothing_sigma=float(parser.get_parsed_content("smoothing_sigma")),
         use_pcm=use_pcm,
+        image_range=tuple(parser.get_parsed_content("image_range")),
+        clip_range=tuple(parser.get_parsed_content("x0_clip_range")),
         default=ScoringSchedule(
-            *(parser.get_parsed_content(key) for key in ("noising", "noise_level", "num_inference_steps"))
+            *(
+                parser.get_parsed_content(key)
+                for key in ("noising", "noise_level", "num_inference_steps", "ddim_indexing")
+            )
         ),
         checkpoint=str(parser.get_parsed_content("checkpoint")),
     )
@@ -148,8 +155,16 @@ def load_scoring_data(
 def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) -> dict[str, np.ndarray]:
     """Every image score of ``SCORE_NAMES`` for every image of ``data`` (in batch order) under ``schedule``."""
     inferer = Diff3MAnomalyInferer(
-        data.scheduler, noise_level=schedule.noise_level, num_steps=schedule.num_steps, noising=schedule.noising,
-        smoothing_sigma=data.smoothing_sigma, seed=seed, use_pcm=data.use_pcm,
+        data.scheduler,
+        noise_level=schedule.noise_level,
+        num_steps=schedule.num_steps,
+        noising=schedule.noising,
+        smoothing_sigma=data.smoothing_sigma,
+        seed=seed,
+        use_pcm=data.use_pcm,
+        image_range=data.image_range,
+        clip_range=data.clip_range,
+        indexing=schedule.indexing,
     )
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_NAMES}
     for batch in data.batches:
@@ -205,16 +220,20 @@ def study_table(
 
 
 def auroc_grid(results: Sequence[Mapping[str, Any]], score: str) -> str:
-    """A Markdown grid of AUROC, one row per (noising, L) and one column per step count, ``-`` where not scored."""
+    """A Markdown grid of AUROC, one row per (noising, L, indexing), one column per step count, ``-`` if not scored."""
     columns = sorted({r["num_steps"] for r in results if r["num_steps"] is not None}) + [None]
-    rows = sorted({(r["noising"], r["noise_level"]) for r in results})
-    auroc = {(r["noising"], r["noise_level"], r["num_steps"]): r["scores"][score]["auroc"] for r in results}
+    rows = sorted({(r["noising"], r["noise_level"], r.get("indexing", "aligned")) for r in results})
+    auroc = {
+        (r["noising"], r["noise_level"], r.get("indexing", "aligned"), r["num_steps"]): r["scores"][score]["auroc"]
+        for r in results
+    }
     header = " | ".join(FULL_SCHEDULE if steps is None else str(steps) for steps in columns)
     lines = [f"| {score} AUROC | {header} |", "|---" * (len(columns) + 1) + "|"]
-    for noising, level in rows:
-        cells = [auroc.get((noising, level, steps)) for steps in columns]
+    for noising, level, indexing in rows:
+        cells = [auroc.get((noising, level, indexing, steps)) for steps in columns]
         text = " | ".join("-" if value is None else f"{value:.3f}" for value in cells)
-        lines.append(f"| {noising} L={level} | {text} |")
+        label = f"{noising} L={level}" + ("" if indexing == "aligned" else f" ({indexing} indexing)")
+        lines.append(f"| {label} | {text} |")
     return "\n".join(lines)
 
 
@@ -250,13 +269,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--csv", default=None, help="labelled dataset CSV to score instead of a phantom split")
     parser.add_argument("--noise-levels", type=int, nargs="+", default=[25, 50, 100, 150, 250, 400])
-    parser.add_argument("--steps", type=parse_steps, nargs="+", default=[5, 10, 25, 50, 100, None],
-                        help=f"DDIM step counts; {FULL_SCHEDULE!r} = every timestep from L down to 0")
+    parser.add_argument(
+        "--steps",
+        type=parse_steps,
+        nargs="+",
+        default=[5, 10, 25, 50, 100, None],
+        help=f"DDIM step counts; {FULL_SCHEDULE!r} = every timestep from L down to 0",
+    )
     parser.add_argument("--noising", nargs="+", default=["stochastic"], choices=list(NOISING_MODES))
     parser.add_argument(
         "--with-reference",
         action="store_true",
-        help=f"also score the reference schedule ({REFERENCE_SCHEDULE.name}, "
+        help=f"also score the authors' schedule ({REFERENCE_SCHEDULE.name}, "
         f"{REFERENCE_SCHEDULE.evaluations} evaluations per image)",
     )
     parser.add_argument(
@@ -300,8 +324,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = score_schedule(schedule, data, seed=args.seed)
         results.append(result)
         done.add(schedule.name)
-        log.info("%s: %d evaluations/image, %.1f s, %s AUROC %.3f", schedule.name, schedule.evaluations,
-                 result["seconds"], args.score, result["scores"][args.score]["auroc"])
+        log.info(
+            "%s: %d evaluations/image, %.1f s, %s AUROC %.3f",
+            schedule.name,
+            schedule.evaluations,
+            result["seconds"],
+            args.score,
+            result["scores"][args.score]["auroc"],
+        )
         write_json_atomic({**header, "results": results}, output)
     best, chosen = recommend(results, args.score, args.tolerance)
     summary = {
@@ -323,8 +353,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(auroc_grid(results, args.score))
     print()
     print(study_table(results, args.score, best, chosen))
-    print(f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
-          f"{chosen['name']}; bundle default: {data.default.name}")
+    print(
+        f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
+        f"{chosen['name']}; bundle default: {data.default.name}"
+    )
     print(f"full results (every score): {output}")
     return summary
 

@@ -83,5 +83,6 @@ def normal_label(labels: pd.DataFrame, policy: str, path: Path) -> pd.Series:
 
 
 def has_support_devices(labels: pd.DataFrame) -> pd.Series:
-    """1.0 where the labeler found support devices (value 1), else 0.0: the reference drops these studies."""
+    """1.0 where the labeler found support devices (value 1), else 0.0, for step 5's counts and its optional
+    ``--drop-support-devices`` (the authors keep these studies: they drop only the label column)."""
     return (pd.to_numeric(labels[SUPPORT_DEVICES]) == _POSITIVE).astype(float).rename(SUPPORT_DEVICES)

@@ -13,8 +13,14 @@ def _result(name: str, evaluations: int, auroc: float) -> dict:
 def test_evaluations_count_both_directions_of_ddim_inversion():
     assert ScoringSchedule("stochastic", 250, 10).evaluations == 10
     assert ScoringSchedule("stochastic", 250, None).evaluations == 250
-    assert REFERENCE_SCHEDULE == ScoringSchedule("ddim_inversion", 400, None) and REFERENCE_SCHEDULE.evaluations == 800
+    assert ScoringSchedule("ddim_inversion", 400, None).evaluations == 800
+    # the authors invert 1 -> 400 and denoise 398 -> clean: 399 evaluations each way
+    assert (
+        REFERENCE_SCHEDULE == ScoringSchedule("ddim_inversion", 400, None, "authors")
+        and REFERENCE_SCHEDULE.evaluations == 798
+    )
     assert ScoringSchedule("ddim_inversion", 400, 10).name == "ddim_inversion L=400 steps=10"
+    assert REFERENCE_SCHEDULE.name == "ddim_inversion L=400 steps=full indexing=authors"
 
 
 def test_grid_is_cheapest_first_and_folds_step_counts_of_l_or_more_into_the_full_schedule():

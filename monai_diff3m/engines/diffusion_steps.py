@@ -7,6 +7,7 @@ through the engine's ``inferer`` (MONAI's ``SimpleInferer`` in the bundle), as M
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.engines.losses import Diff3MLoss
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 
 
@@ -44,10 +46,16 @@ def prepare_diff3m_batch(
     return image, ehr, missing
 
 
-def predict_x0(scheduler: Scheduler, noisy: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clipped to the image range [−1, 1]."""
+def predict_x0(
+    scheduler: Scheduler,
+    noisy: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    clip_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+) -> torch.Tensor:
+    """x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clipped to ``clip_range`` (the image range)."""
     alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
-    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(-1.0, 1.0)
+    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(*clip_range)
 
 
 class _DiffusionStep:
@@ -97,7 +105,8 @@ class Diff3MValidationStep(_DiffusionStep):
 
     The noise and timesteps come from a generator seeded by ``seed`` and the batch index, so every validation pass
     sees the same draws and the validation loss is comparable across epochs. The output carries the input, the
-    checkerboard-masked noisy input and the one-step estimate x̂₀ for the TensorBoard image grids.
+    checkerboard-masked noisy input and the one-step estimate x̂₀ (clipped to ``image_range``) for the TensorBoard
+    image grids.
     """
 
     def __init__(
@@ -107,9 +116,11 @@ class Diff3MValidationStep(_DiffusionStep):
         seed: int = 0,
         image_key: str = "image",
         ehr_key: str = "ehr",
+        image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
     ) -> None:
         super().__init__(scheduler, loss, image_key, ehr_key)
         self.seed = seed
+        self.image_range = tuple(image_range)
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         engine.network.eval()
@@ -124,7 +135,7 @@ class Diff3MValidationStep(_DiffusionStep):
                 "loss": loss,
                 "noisy": noisy,
                 "masked": noisy * soften_mask(m1, timesteps, self.scheduler.num_train_timesteps),
-                "x0_estimate": predict_x0(self.scheduler, noisy, output.noise.float(), timesteps),
+                "x0_estimate": predict_x0(self.scheduler, noisy, output.noise.float(), timesteps, self.image_range),
             }
             if output.reconstruction is not None:
                 result["reconstruction"] = output.reconstruction.float()

@@ -1,4 +1,4 @@
-"""The Diff3M training objective (METHOD.md §3)."""
+"""The Diff3M training objective (docs/method.md §3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class Diff3MLoss(nn.Module):
     """L = λ·MSE(ε̂, ε) + (1 − λ)·MSE(x̃_t, x_t); plain MSE(ε̂, ε) when the network has no PCM branches.
 
     Args:
-        noise_weight: λ, the weight of the noise-prediction term (reference 0.5).
+        noise_weight: λ, the weight of the noise-prediction term (the authors' 0.5: ½·MSE + ½·MSE).
     """
 
     def __init__(self, noise_weight: float = 0.5) -> None:

@@ -23,6 +23,7 @@ from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics
 from monai_diff3m.metrics.plots import save_roc_pr_curves
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class AnomalyResultWriter:
         failures: ``(path, reason)`` of inputs that could not be scored, written to ``failures.csv``.
         write_maps: write the per-image NIfTI and PNG maps (off for quick evaluations).
         keep_maps: keep maps and masks in memory for pixel-level metrics.
+        image_range: intensity range of the scored images, to show them in gray in the overlays.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class AnomalyResultWriter:
         failures: Sequence[tuple[str, str]] = (),
         write_maps: bool = True,
         keep_maps: bool = False,
+        image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
@@ -73,6 +76,7 @@ class AnomalyResultWriter:
         self.input_failures = list(failures)
         self.write_maps = write_maps
         self.keep_maps = keep_maps
+        self.image_range = tuple(float(bound) for bound in image_range)
         self.folder = OutputFolder(self.output_dir)
         self.rows: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
@@ -172,7 +176,9 @@ class AnomalyResultWriter:
         overlay_path = self.output_dir / "overlays" / f"{name}.png"
         overlay_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(overlay_path) as temporary:
-            Image.fromarray(anomaly_overlay(image, anomaly_map)).save(temporary, format="PNG")
+            Image.fromarray(anomaly_overlay(image, anomaly_map, image_range=self.image_range)).save(
+                temporary, format="PNG"
+            )
 
     def _write_tables(self, engine: Engine) -> None:
         assert self._scores is not None and self._failures is not None, "attach() registers _start first"
@@ -196,9 +202,15 @@ class AnomalyResultWriter:
         raise error
 
 
-def anomaly_overlay(image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.6) -> np.ndarray:
-    """RGB uint8 overlay: the image in gray (from [−1, 1]) blended with the per-image-scaled map in 'inferno'."""
-    gray = np.clip((image + 1.0) / 2.0, 0.0, 1.0)
+def anomaly_overlay(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.6,
+    image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+) -> np.ndarray:
+    """RGB uint8 overlay: the image in gray (from ``image_range``) blended with the per-image-scaled map, 'inferno'."""
+    low, high = image_range
+    gray = np.clip((image - low) / (high - low), 0.0, 1.0)
     scaled = anomaly_map / max(float(anomaly_map.max()), 1e-8)
     heat = colormaps["inferno"](scaled)[..., :3]
     alpha = opacity * scaled[..., None]

@@ -1,10 +1,11 @@
-"""Exponential moving average (EMA) of the network weights, the reference's ``ema_rate = 0.9999``.
+"""Exponential moving average (EMA) of the network weights, the authors' ``ema_rate = 0.9999``.
 
-Diffusion models sample markedly better from an EMA of their weights than from the last iterate, so the reference
-keeps one and samples from it. A decay of 0.9999 averages over about 10 000 optimiser steps: with the few hundred
-steps of a CPU demo the average would still be almost the random initial weights. ``warmup`` therefore caps the
-decay at (1 + n) / (10 + n) after n updates, so early on the EMA follows the weights closely and it converges to
-the reference decay on long runs (n ≈ 90 000 for 0.9999).
+Diffusion models usually sample better from an EMA of their weights than from the last iterate. The authors' code
+keeps one (without warm-up) and saves it beside the raw weights; which of the two their sampling loaded is not in
+the released code. A decay of 0.9999 averages over about 10 000 optimiser steps: with the few hundred steps of a
+CPU demo the average would still be almost the random initial weights. ``warmup`` therefore caps the decay at
+(1 + n) / (10 + n) after n updates, so early on the EMA follows the weights closely and it converges to the
+authors' decay on long runs (n ≈ 90 000 for 0.9999).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class WarmupEMAHandler(EMAHandler):
 
     Args:
         model: the trained network (unwrapped: not DDP nor ``torch.compile``, so the names stay plain).
-        decay: EMA decay per optimiser step (reference 0.9999); ignite's ``momentum`` is ``1 - decay``.
+        decay: EMA decay per optimiser step (the authors': 0.9999); ignite's ``momentum`` is ``1 - decay``.
         warmup: cap the decay at (1 + n) / (10 + n) after n updates, see the module docstring.
     """
 

@@ -9,12 +9,14 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.tensorboard import SummaryWriter
 
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
+
 
 class ImageGridHandler:
     """At the end of each evaluator epoch, write the first images of chosen output keys as TensorBoard grids.
 
-    Images in [−1, 1] (the diffusion range) are mapped to [0, 1]; maps with ``rescale`` keys are min–max scaled
-    per image so that faint anomaly maps stay visible.
+    Images in ``image_range`` (the diffusion range) are mapped to [0, 1]; maps with ``rescale`` keys are min–max
+    scaled per image so that faint anomaly maps stay visible.
 
     Args:
         summary_writer: shared ``SummaryWriter`` (the same one as ``TensorBoardStatsHandler``).
@@ -22,6 +24,7 @@ class ImageGridHandler:
         max_images: images per grid.
         tag_prefix: TensorBoard tag prefix.
         rescale_keys: keys shown min–max scaled per image (anomaly maps).
+        image_range: intensity range of the images the network works in.
     """
 
     def __init__(
@@ -31,12 +34,14 @@ class ImageGridHandler:
         max_images: int = 8,
         tag_prefix: str = "val",
         rescale_keys: Sequence[str] = (),
+        image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
     ) -> None:
         self.writer = summary_writer
         self.output_keys = list(output_keys)
         self.max_images = max_images
         self.tag_prefix = tag_prefix
         self.rescale_keys = set(rescale_keys)
+        self.image_range = tuple(float(bound) for bound in image_range)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -54,6 +59,6 @@ class ImageGridHandler:
                 high = images.amax(dim=(1, 2, 3), keepdim=True)
                 images = (images - low) / (high - low).clamp_min(1e-8)
             else:
-                images = ((images + 1.0) / 2.0).clamp(0.0, 1.0)
+                images = ((images - self.image_range[0]) / (self.image_range[1] - self.image_range[0])).clamp(0.0, 1.0)
             self.writer.add_images(f"{self.tag_prefix}/{key}", images, global_step=engine.state.epoch)
         self.writer.flush()

@@ -1,9 +1,11 @@
 from monai_diff3m.inferers.anomaly import (
+    DDIM_INDEXINGS,
     NOISING_MODES,
     REFERENCE_SCHEDULE,
     SCORE_NAMES,
     Diff3MAnomalyInferer,
     ScoringSchedule,
+    ddim_steps,
     ddim_timesteps,
     image_scores,
 )

@@ -1,15 +1,18 @@
-"""Anomaly inference (METHOD.md §4): noise an image to level L, denoise it under its own EHR, compare.
+"""Anomaly inference (docs/method.md §4): noise an image to level L, denoise it under its own EHR, compare.
 
 The denoised image is a normal-looking twin: the model only learnt normal anatomy for this EHR, so what it cannot
-reproduce is anomalous. ``noising="ddim_inversion"`` is the reference (deterministic DDIM inversion to L);
+reproduce is anomalous. ``noising="ddim_inversion"`` is the authors' (deterministic DDIM inversion to L);
 ``noising="stochastic"`` jumps to L with q(x_t | x₀) using per-image seeded noise (AnoDDPM-style), which halves the
-network evaluations and erases small lesions more reliably. Both denoise with deterministic DDIM (η = 0).
+network evaluations and erases small lesions more reliably. Both denoise with deterministic DDIM (η = 0). Every
+step, in both directions, predicts x̂₀ the same way: from x̃_t instead of x_t when the network has PCM branches,
+clipped to ``clip_range``; the update re-derives ε from the real x_t (the authors' code does the same both ways).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +23,20 @@ from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 from monai_diff3m.transforms.lung_fields import plausible_lung_fields
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
-#: Image scores of METHOD.md §4, in report order: reference scores first, then ours.
+#: How DDIM steps are indexed, see ``ddim_steps``.
+DDIM_INDEXINGS = ("aligned", "authors")
+#: Image scores of docs/method.md §4, in report order: the authors' four first, then ours.
 SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean")
 
 
 #: How a schedule with every timestep between 0 and L is named (``num_steps=None``).
 FULL_SCHEDULE = "full"
+#: The timestep of the clean image in ``ddim_steps``: ᾱ = 1 there.
+CLEAN = -1
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class ScoringSchedule:
     noising: str
     noise_level: int
     num_steps: int | None
+    indexing: str = "aligned"
 
     @property
     def steps(self) -> int:
@@ -46,28 +55,58 @@ class ScoringSchedule:
 
     @property
     def evaluations(self) -> int:
-        """Network evaluations per image: the denoising steps, twice for DDIM inversion (up, then down)."""
-        return self.steps * (2 if self.noising == "ddim_inversion" else 1)
+        """Network evaluations per image: the denoising steps, and as many inversion steps for DDIM inversion."""
+        inversion, denoising = ddim_steps(self.noise_level, self.num_steps, self.indexing)
+        return len(denoising) + (len(inversion) if self.noising == "ddim_inversion" else 0)
 
     @property
     def name(self) -> str:
-        return (
-            f"{self.noising} L={self.noise_level} steps={FULL_SCHEDULE if self.num_steps is None else self.num_steps}"
-        )
+        steps = FULL_SCHEDULE if self.num_steps is None else self.num_steps
+        indexing = "" if self.indexing == "aligned" else f" indexing={self.indexing}"
+        return f"{self.noising} L={self.noise_level} steps={steps}{indexing}"
 
 
-#: The authors' scoring: DDIM inversion with every timestep to L = 400 and back (800 evaluations per image).
-REFERENCE_SCHEDULE = ScoringSchedule("ddim_inversion", 400, None)
+#: The authors' scoring: DDIM inversion with every timestep to L = 400 and back, indexed as their code (798 network
+#: evaluations per image). Their images are in [0, 1]: on this project's default [−1, 1] range the image has twice
+#: the amplitude, so L = 400 there is 4 times their signal-to-noise ratio; their noise corresponds to about t = 530.
+REFERENCE_SCHEDULE = ScoringSchedule("ddim_inversion", 400, None, "authors")
 
 
 def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
-    """Ascending timesteps 0 = t_0 < t_1 < … < t_K = L; ``num_steps=None`` uses every timestep (reference)."""
+    """Ascending timesteps 0 = t_0 < t_1 < … < t_K = L; ``num_steps=None`` uses every timestep."""
     if noise_level < 1:
         raise ValueError(f"noise_level must be >= 1, got {noise_level}")
     steps = noise_level if num_steps is None else num_steps
     if not 1 <= steps <= noise_level:
         raise ValueError(f"num_steps must be within [1, noise_level={noise_level}], got {num_steps}")
     return torch.linspace(0, noise_level, steps + 1).round().long().tolist()
+
+
+def ddim_steps(
+    noise_level: int, num_steps: int | None, indexing: str = "aligned"
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(inversion, denoising) DDIM steps as (timestep the network is evaluated at, timestep the update moves to).
+
+    ``aligned``: the clean image stands at t = 0; inversion moves t_k → t_(k+1) up to L and denoising comes back
+    L → 0 over the same timesteps (``ddim_timesteps``).
+
+    ``authors`` (every timestep only): their code inverts k → k + 1 for k = 1 … L − 1 (the first step evaluates the
+    network at t = 1 on an image at t = 0, and the last one lands on L), then denoises i → i − 1 for i = L − 2 … 0,
+    the last step onto the clean image (ᾱ = 1, ``CLEAN``): denoising starts two timesteps below where the inversion
+    ended, a bug the preset reproduces; 2(L − 1) evaluations.
+    """
+    if indexing not in DDIM_INDEXINGS:
+        raise ValueError(f"indexing must be one of {DDIM_INDEXINGS}, got {indexing!r}")
+    if indexing == "aligned":
+        timesteps = ddim_timesteps(noise_level, num_steps)
+        inversion = list(zip(timesteps[:-1], timesteps[1:]))
+        return inversion, [(following, current) for current, following in reversed(inversion)]
+    if num_steps is not None or noise_level < 2:
+        raise ValueError(
+            "the authors' indexing exists for every timestep (num_steps=None) and L >= 2, "
+            f"got L={noise_level}, num_steps={num_steps}"
+        )
+    return [(k, k + 1) for k in range(1, noise_level)], [(i, i - 1) for i in range(noise_level - 2, -1, -1)]
 
 
 def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -127,17 +166,24 @@ def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Te
 
 
 class Diff3MAnomalyInferer(Inferer):
-    """Normal twin, pixel anomaly map and image scores for a batch of images in [−1, 1].
+    """Normal twin, pixel anomaly map and image scores for a batch of images in ``image_range``.
 
     Args:
         scheduler: the training noise schedule (its ``alphas_cumprod``); a MONAI DDPM/DDIM scheduler.
-        noise_level: L, the timestep the image is noised to (reference 400 of T = 1000).
-        num_steps: DDIM steps from 0 to L (each way); ``None`` for every timestep as in the reference.
-        noising: ``"ddim_inversion"`` (reference) or ``"stochastic"``.
+        noise_level: L, the timestep the image is noised to (the authors: 400 of T = 1000, on [0, 1] images).
+        num_steps: DDIM steps from 0 to L (each way); ``None`` for every timestep, as the authors.
+        noising: ``"ddim_inversion"`` (the authors') or ``"stochastic"``.
         smoothing_sigma: Gaussian sigma in pixels for the smoothed map (0 disables smoothing).
         seed: seed of the stochastic noise, combined with each image's pixels (:func:`image_noise`), so that a score
             is reproducible and does not depend on the batch.
         use_pcm: replace x_t by the checkerboard reconstruction x̃_t when predicting x̂₀, if the network has PCM.
+        image_range: intensity range of the images the network was trained on (``[-1, 1]`` or the authors' ``[0, 1]``).
+        clip_range: x̂₀ is clipped to this range at every step, and the twin too; default ``image_range``. The authors
+            clip to [−1, 1] although their images are in [0, 1] (a bug: their twin can go below 0, where no image
+            is); the reference preset reproduces it.
+        indexing: ``"aligned"`` or the authors' (``ddim_steps``); ``"authors"`` needs DDIM inversion with every
+            timestep and, as their code, first adds q(x_0 | image) noise (standard deviation √(1 − ᾱ₀) = 0.01),
+            drawn here like the stochastic noise (:func:`image_noise`).
     """
 
     def __init__(
@@ -149,6 +195,9 @@ class Diff3MAnomalyInferer(Inferer):
         smoothing_sigma: float = 1.0,
         seed: int = 0,
         use_pcm: bool = False,
+        image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        clip_range: Sequence[float] | None = None,
+        indexing: str = "aligned",
     ) -> None:
         super().__init__()
         if noising not in NOISING_MODES:
@@ -157,12 +206,19 @@ class Diff3MAnomalyInferer(Inferer):
             raise ValueError(
                 f"noise_level {noise_level} must be below the scheduler's T={scheduler.num_train_timesteps}"
             )
+        if indexing == "authors" and noising != "ddim_inversion":
+            raise ValueError("the authors' indexing belongs to their DDIM inversion; use noising='ddim_inversion'")
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
-        self.timesteps = ddim_timesteps(noise_level, num_steps)
+        self.inversion_steps, self.denoising_steps = ddim_steps(noise_level, num_steps, indexing)
         self.noising = noising
         self.smoothing_sigma = smoothing_sigma
         self.seed = seed
         self.use_pcm = use_pcm
+        low, high = (float(bound) for bound in image_range)
+        self.image_range = (low, high)
+        clip_low, clip_high = (low, high) if clip_range is None else (float(bound) for bound in clip_range)
+        self.clip_range = (clip_low, clip_high)
+        self.indexing = indexing
 
     def __call__(  # type: ignore[override]
         self,
@@ -177,12 +233,12 @@ class Diff3MAnomalyInferer(Inferer):
         alphas = self.alphas_cumprod.to(image.device)
         with torch.no_grad():
             if self.noising == "ddim_inversion":
-                noisy = self._invert(image, network, ehr, ehr_missing, alphas)
+                start = self._jump(image, alphas[0]) if self.indexing == "authors" else image
+                noisy, _ = self._ddim(start, self.inversion_steps, image, network, ehr, ehr_missing, alphas)
             else:
-                noise = image_noise(image, self.seed)
-                level = alphas[self.timesteps[-1]]
-                noisy = level.sqrt() * image + (1 - level).sqrt() * noise
-            twin, attention = self._denoise(noisy, image, network, ehr, ehr_missing, alphas)
+                noisy = self._jump(image, alphas[self.denoising_steps[0][0]])
+            twin, attention = self._ddim(noisy, self.denoising_steps, image, network, ehr, ehr_missing, alphas)
+        twin = twin.clamp(*self.clip_range)
         anomaly_map = (image - twin).abs()
         smoothed = anomaly_map
         if self.smoothing_sigma > 0:
@@ -204,27 +260,25 @@ class Diff3MAnomalyInferer(Inferer):
             output.ehr_attention,
         )
 
-    def _invert(self, image, network, ehr, ehr_missing, alphas) -> torch.Tensor:
-        """Deterministic DDIM inversion x₀ → x_L: at t_k predict ε, then move x̂₀ and ε to t_{k+1}."""
-        x = image
-        for current, following in zip(self.timesteps[:-1], self.timesteps[1:]):
-            noise = self._predict(network, x, current, image, ehr, ehr_missing).noise
-            x0_estimate = (x - (1 - alphas[current]).sqrt() * noise) / alphas[current].sqrt()
-            x = alphas[following].sqrt() * x0_estimate + (1 - alphas[following]).sqrt() * noise
-        return x
+    def _jump(self, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x₀) with each image's seeded noise (:func:`image_noise`): √ᾱ·x₀ + √(1 − ᾱ)·ε."""
+        return alpha.sqrt() * image + (1 - alpha).sqrt() * image_noise(image, self.seed)
 
-    def _denoise(self, x, image, network, ehr, ehr_missing, alphas) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Deterministic DDIM x_L → x₀. With PCM, x̂₀ is predicted from x̃_t and ε re-derived from the real x_t."""
+    def _ddim(self, x, steps, image, network, ehr, ehr_missing, alphas) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deterministic DDIM moves (t → target) in either direction, with x̂₀ from x̃_t (PCM) and clipped.
+
+        x̂₀ = clip((x̃_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t), ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t), x_target = √ᾱ_target·x̂₀ + √(1−ᾱ_target)·ε;
+        the target ``CLEAN`` has ᾱ = 1. Returns the last x and the EHR attention averaged over the steps.
+        """
         attention_sum = None
-        steps = list(zip(reversed(self.timesteps[1:]), reversed(self.timesteps[:-1])))
-        for current, previous in steps:
+        for current, target in steps:
             output = self._predict(network, x, current, image, ehr, ehr_missing)
-            alpha, alpha_previous = alphas[current], alphas[previous]
+            alpha = alphas[current]
+            alpha_target = torch.ones_like(alpha) if target == CLEAN else alphas[target]
             source = output.reconstruction if (self.use_pcm and output.reconstruction is not None) else x
-            x0_estimate = ((source - (1 - alpha).sqrt() * output.noise) / alpha.sqrt()).clamp(-1.0, 1.0)
+            x0_estimate = ((source - (1 - alpha).sqrt() * output.noise) / alpha.sqrt()).clamp(*self.clip_range)
             noise = (x - alpha.sqrt() * x0_estimate) / (1 - alpha).sqrt()
-            x = alpha_previous.sqrt() * x0_estimate + (1 - alpha_previous).sqrt() * noise
+            x = alpha_target.sqrt() * x0_estimate + (1 - alpha_target).sqrt() * noise
             if output.ehr_attention is not None:
                 attention_sum = output.ehr_attention if attention_sum is None else attention_sum + output.ehr_attention
-        attention = None if attention_sum is None else attention_sum / len(steps)
-        return x.clamp(-1.0, 1.0), attention
+        return x, None if attention_sum is None else attention_sum / len(steps)

@@ -1,4 +1,4 @@
-"""Image-, subgroup- and pixel-level metrics for anomaly detection (METHOD.md section 5).
+"""Image-, subgroup- and pixel-level metrics for anomaly detection (docs/method.md section 5).
 
 Conventions used everywhere in this module: label 1 = abnormal (the positive class, CheXpert ``No Finding == 0``),
 label 0 = normal, and a higher score means more anomalous. Point metrics come from scikit-learn so the numbers
@@ -36,7 +36,7 @@ __all__ = [
 SPECIFICITY = 0.95
 #: Tolerance on the false-positive-rate bound so that e.g. 5 false positives out of 100 normals count as 95%.
 _FPR_TOLERANCE = 1e-9
-#: Subgroup definitions of METHOD.md section 5; :data:`schema.AGE` is split into :data:`schema.AGE_BANDS`.
+#: Subgroup definitions of docs/method.md section 5; :data:`schema.AGE` is split into :data:`schema.AGE_BANDS`.
 SUBGROUP_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW)
 #: Group value given to rows whose subgroup column is empty, so missing demographics stay visible in the report.
 UNKNOWN_GROUP = "unknown"

@@ -9,13 +9,15 @@ from typing import Any, NamedTuple, cast
 import torch
 from monai.networks.blocks.crossattention import CrossAttentionBlock
 from monai.networks.nets import DiffusionModelUNet
-from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock, get_timestep_embedding
 from torch import nn
 
 from monai_diff3m.networks.ehr_tokens import EHRTokenizer, PooledEHRAttention
 from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 
 IECA_MODES = ("pooled", "spatial", "none")
+#: How the two checkerboard branches are recombined into x̃_t, see ``Diff3MUNet``.
+PCM_RECOMBINATIONS = ("hard", "soft")
 
 
 class Diff3MOutput(NamedTuple):
@@ -37,15 +39,20 @@ class Diff3MUNet(nn.Module):
 
     The backbone is MONAI's ``DiffusionModelUNet`` (``self.unet``). The EHR path depends on ``ieca_mode``:
 
-    - ``"pooled"`` (reference): an image encoder with the UNet encoder's layout reads the clean image x₀, its
-      max-pooled features give one query over the EHR tokens, and LayerNorm(time + demographics + measurements)
-      replaces the timestep embedding in the middle block and the decoder; the encoder keeps the plain timestep.
+    - ``"pooled"`` (the authors' only mode): an image encoder with the UNet encoder's layout reads the clean image
+      x₀, its max-pooled features give one query over the EHR tokens, and LayerNorm(time + demographics +
+      measurements) replaces the timestep embedding in the middle block and the decoder; the encoder keeps the
+      plain timestep.
     - ``"spatial"``: the tokens are the ``context`` of the UNet's cross-attention transformer blocks.
     - ``"none"``: no EHR path at all: the image-only diffusion baseline on the same backbone.
 
-    With ``use_pcm`` two more encoders (copies of the main encoder, see ``start_pcm_stage``) read x_t under the
-    complementary soft checkerboards and share one middle block, decoder and 1-channel head; their outputs are
-    recombined as x̃_t = out₁·m₂ + out₂·m₁, each branch filling the pixels it could not see.
+    With ``use_pcm`` two more encoders (copies of the main encoder) read x_t under the complementary soft
+    checkerboards m' = m·(1 − t/T) + t/T and share one middle block, decoder and 1-channel head (initialised as
+    copies of the main ones); each branch fills in the pixels it could not see:
+
+    - ``pcm_recombination="hard"``: x̃_t = out₁·m₂ + out₂·m₁, every pixel from exactly one branch;
+    - ``pcm_recombination="soft"`` (the authors' code): x̃_t = out₁·m₂' + out₂·m₁', so the weights of a pixel sum to
+      1 + t/T and the branch that saw it still contributes t/T of its output there.
 
     Args:
         spatial_dims: 2 for chest X-rays.
@@ -59,7 +66,13 @@ class Diff3MUNet(nn.Module):
         ieca_mode: one of ``IECA_MODES``.
         ehr_group_sizes: tokens per EHR group (``monai_diff3m.transforms.ehr_group_sizes``); ignored for ``none``.
         token_dim: EHR token width; defaults to the timestep-embedding width 4·channels[0].
-        use_pcm: add the checkerboard reconstruction branches (stage 2 of training).
+        token_norm: ``"shared"`` or ``"per_group"`` LayerNorm of the EHR tokens (``EHRTokenizer``).
+        token_init: ``"small"`` or ``"normal"`` initialisation of the EHR token vectors (``EHRTokenizer``).
+        query_time_bias: in ``pooled`` mode the x₀ encoder's residual blocks get a zero timestep embedding, which
+            still adds each block's learned projection bias; ``False`` removes those biases, so the encoder has no
+            timestep term at all, like the authors' encoder (whose blocks skip the embedding).
+        use_pcm: add the checkerboard reconstruction branches.
+        pcm_recombination: one of ``PCM_RECOMBINATIONS``.
         num_train_timesteps: T, to soften the masks by t/T.
         use_flash_attention: PyTorch scaled-dot-product attention in MONAI's blocks (no spatial attribution then).
     """
@@ -77,16 +90,23 @@ class Diff3MUNet(nn.Module):
         ieca_mode: str = "spatial",
         ehr_group_sizes: Sequence[int] = (5, 5),
         token_dim: int | None = None,
+        token_norm: str = "shared",
+        token_init: str = "small",
+        query_time_bias: bool = True,
         use_pcm: bool = False,
+        pcm_recombination: str = "hard",
         num_train_timesteps: int = 1000,
         use_flash_attention: bool = False,
     ) -> None:
         super().__init__()
         if ieca_mode not in IECA_MODES:
             raise ValueError(f"ieca_mode must be one of {IECA_MODES}, got {ieca_mode!r}")
+        if pcm_recombination not in PCM_RECOMBINATIONS:
+            raise ValueError(f"pcm_recombination must be one of {PCM_RECOMBINATIONS}, got {pcm_recombination!r}")
         time_embed_dim = channels[0] * 4
         self.ieca_mode = ieca_mode
         self.use_pcm = use_pcm
+        self.pcm_recombination = pcm_recombination
         self.num_train_timesteps = num_train_timesteps
         self.ehr_group_sizes = [] if ieca_mode == "none" else list(ehr_group_sizes)
         token_dim = token_dim or time_embed_dim
@@ -106,16 +126,37 @@ class Diff3MUNet(nn.Module):
         self.unet = DiffusionModelUNet(**unet_kwargs)
 
         if ieca_mode != "none":
-            self.ehr_tokenizer = EHRTokenizer(sum(self.ehr_group_sizes), token_dim)
+            self.ehr_tokenizer = EHRTokenizer(
+                sum(self.ehr_group_sizes), token_dim, self.ehr_group_sizes, token_norm, token_init
+            )
         if ieca_mode == "pooled":
             query_donor = DiffusionModelUNet(**unet_kwargs)
             self.image_encoder = nn.ModuleDict({"conv_in": query_donor.conv_in, "down_blocks": query_donor.down_blocks})
+            if not query_time_bias:
+                for block in self.image_encoder.modules():
+                    if isinstance(block, DiffusionUNetResnetBlock):
+                        block.time_emb_proj.register_parameter("bias", None)
             self.image_query = nn.Sequential(nn.Linear(channels[-1], token_dim), nn.LayerNorm(token_dim))
             self.pooled_attention = PooledEHRAttention(self.ehr_group_sizes, token_dim)
             self.condition_projection = (
                 nn.Identity() if token_dim == time_embed_dim else nn.Linear(token_dim, time_embed_dim)
             )
             self.condition_norm = nn.LayerNorm(time_embed_dim)
+        if use_pcm:
+            if out_channels != in_channels:
+                raise ValueError(
+                    "use_pcm reconstructs x_t with the main head's layout: "
+                    f"out_channels ({out_channels}) must equal in_channels ({in_channels})"
+                )
+            self.pcm_encoders = nn.ModuleList(
+                nn.ModuleDict(
+                    {"conv_in": copy.deepcopy(self.unet.conv_in), "down_blocks": copy.deepcopy(self.unet.down_blocks)}
+                )
+                for _ in range(2)
+            )
+            self.pcm_decoder = nn.ModuleDict(
+                {part: copy.deepcopy(getattr(self.unet, part)) for part in ("middle_block", "up_blocks", "out")}
+            )
         # Blocks whose attention over the EHR tokens is read back for attribution (SDPA does not expose the weights).
         self._attribution_blocks: list[CrossAttentionBlock] = []
         if ieca_mode == "spatial" and not use_flash_attention:
@@ -124,21 +165,6 @@ class Diff3MUNet(nn.Module):
             ]
             for block in self._attribution_blocks:
                 block.save_attn = True
-        if use_pcm:
-            decoder_donor = DiffusionModelUNet(**{**unet_kwargs, "out_channels": in_channels})
-            self.pcm_encoders = nn.ModuleList(
-                nn.ModuleDict(
-                    {"conv_in": copy.deepcopy(self.unet.conv_in), "down_blocks": copy.deepcopy(self.unet.down_blocks)}
-                )
-                for _ in range(2)
-            )
-            self.pcm_decoder = nn.ModuleDict(
-                {
-                    "middle_block": decoder_donor.middle_block,
-                    "up_blocks": decoder_donor.up_blocks,
-                    "out": decoder_donor.out,
-                }
-            )
 
     def forward(
         self,
@@ -177,8 +203,17 @@ class Diff3MUNet(nn.Module):
                 context = tokens
 
         unet = self.unet
-        noise = _unet_pass(x, unet.conv_in, unet.down_blocks, unet.middle_block, unet.up_blocks, unet.out,
-                           time_embedding, decoder_embedding, context)
+        noise = _unet_pass(
+            x,
+            unet.conv_in,
+            unet.down_blocks,
+            unet.middle_block,
+            unet.up_blocks,
+            unet.out,
+            time_embedding,
+            decoder_embedding,
+            context,
+        )
         if self._attribution_blocks:
             attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._attribution_blocks]).mean(dim=0)
 
@@ -188,7 +223,8 @@ class Diff3MUNet(nn.Module):
         return Diff3MOutput(noise, reconstruction, attention)
 
     def _image_query(self, x0: torch.Tensor) -> torch.Tensor:
-        """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the biases)."""
+        """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the projection biases,
+        and nothing with ``query_time_bias=False``)."""
         zero_embedding = torch.zeros(x0.shape[0], self.unet.block_out_channels[0] * 4, device=x0.device, dtype=x0.dtype)
         features = self.image_encoder["conv_in"](x0)
         for block in cast(nn.ModuleList, self.image_encoder["down_blocks"]):
@@ -203,14 +239,14 @@ class Diff3MUNet(nn.Module):
         decoder_embedding: torch.Tensor,
         context: torch.Tensor | None,
     ) -> torch.Tensor:
-        m1, m2 = checkerboard_masks((x.shape[-2], x.shape[-1]), device=x.device, dtype=x.dtype)
+        hard = checkerboard_masks((x.shape[-2], x.shape[-1]), device=x.device, dtype=x.dtype)
+        soft = [soften_mask(mask, timesteps, self.num_train_timesteps) for mask in hard]
         outputs = []
-        for branch, mask in zip(self.pcm_encoders, (m1, m2)):
+        for branch, visible_mask in zip(self.pcm_encoders, soft):
             encoder = cast(nn.ModuleDict, branch)
-            visible = x * soften_mask(mask, timesteps, self.num_train_timesteps)
             outputs.append(
                 _unet_pass(
-                    visible,
+                    x * visible_mask,
                     encoder["conv_in"],
                     cast(nn.ModuleList, encoder["down_blocks"]),
                     self.pcm_decoder["middle_block"],
@@ -221,10 +257,10 @@ class Diff3MUNet(nn.Module):
                     context,
                 )
             )
-        return outputs[0] * m2 + outputs[1] * m1
+        return recombine_checkerboard(outputs[0], outputs[1], *(soft if self.pcm_recombination == "soft" else hard))
 
     def start_pcm_stage(self) -> None:
-        """Stage 2 (reference): copy the trained main encoder into both PCM encoders and freeze what stage 1 learnt.
+        """Stage 2 (as the authors' code): copy the trained main encoder into both PCM encoders, freeze stage 1's work.
 
         Frozen: the main encoder (``conv_in``, ``down_blocks``), the timestep embedding and the x₀ image encoder.
         The main middle block and decoder keep training with the ε part of the mixed loss.
@@ -239,6 +275,14 @@ class Diff3MUNet(nn.Module):
             frozen += [self.image_encoder, self.image_query]
         for module in frozen:
             module.requires_grad_(False)
+
+
+def recombine_checkerboard(out1: torch.Tensor, out2: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    """x̃_t = out₁·m₂ + out₂·m₁: branch 1 saw the m₁ pixels, so it supplies the m₂ pixels, and the reverse.
+
+    With the hard masks every pixel comes from one branch; with the softened masks (authors) both contribute.
+    """
+    return out1 * m2 + out2 * m1
 
 
 def _unet_pass(

@@ -1,4 +1,5 @@
 from monai_diff3m.transforms.ehr import (
+    DEFAULT_AGE_RANGE,
     EHR_GROUP_SLOTS,
     EHRStatistics,
     EHRStatisticsError,
@@ -8,7 +9,7 @@ from monai_diff3m.transforms.ehr import (
     ehr_slot_names,
     fit_and_save_ehr_statistics,
 )
-from monai_diff3m.transforms.image import ImageLoadError, LoadChestXRayd
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, ImageLoadError, LoadChestXRayd
 from monai_diff3m.transforms.intensity import INTENSITY_MODES, NormaliseChestXRayd
 from monai_diff3m.transforms.lesion_mask import LoadLesionMaskd
 from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask

@@ -1,8 +1,9 @@
 """EHR encoding: raw CSV/DICOM values -> per-slot scalars and an explicit missing mask.
 
-The network turns every scalar *slot* into one token (METHOD.md §2), so the encoding decides what a token means:
-age is scaled to about [0, 1]; sex and view are one-hot (two slots each); MIMIC measurements are z-scored with
-statistics fitted on the training split only and saved next to the model, so inference uses the training scale.
+The network turns every scalar *slot* into one token (docs/method.md §2), so the encoding decides what a token
+means: age is mapped to about [0, 1] by (age − low)/(high − low); sex and view are one-hot (two slots each); MIMIC
+measurements are z-scored with statistics fitted on the training split only and saved next to the model, so
+inference uses the training scale.
 A missing value is never dropped or written as 0: its slots are flagged in ``<key>_missing`` and the network
 substitutes a learned "missing" embedding.
 """
@@ -22,7 +23,10 @@ from monai.transforms import MapTransform
 from monai_diff3m.data import schema
 from monai_diff3m.io import write_json_atomic
 
-AGE_SCALE = 100.0
+#: (low, high) of the age encoding (age − low)/(high − low): this project's age/100. The authors use (1, 100), i.e.
+#: (age − 1)/99. A token is value·W + b, so an affine change of the value is absorbed by W and b: the two encodings
+#: give the same family of models and differ only in where training starts.
+DEFAULT_AGE_RANGE = (0.0, 100.0)
 
 #: Slots of each EHR group, in token order. "demographics" exists for CheXpert and MIMIC, "measurements" for MIMIC.
 EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
@@ -78,7 +82,8 @@ class EHRStatistics:
     """Mean and standard deviation of each numeric measurement, fitted on the training split only.
 
     Saved as JSON beside the checkpoint so that inference and evaluation z-score with the training scale
-    (the reference re-fits on every split, which leaks test statistics and shifts scores between sites).
+    (the authors' loader re-fits on every split it reads, so a test image's encoding depends on which other images
+    are scored with it; the reference scoring preset reproduces that with ``EHRStatistics.fit`` on the scored split).
     """
 
     def __init__(self, mean: Mapping[str, float], std: Mapping[str, float]) -> None:
@@ -181,6 +186,7 @@ class EncodeEHRd(MapTransform):
             Inference on DICOM tags passes ``()`` so absent tags become explicit "missing" tokens.
         output_key: key of the encoded slots; the missing mask goes to ``output_key + "_missing"``.
         allow_missing_keys: treat fields absent from the record as missing values instead of an error.
+        age_range: (low, high) of the age encoding (age − low)/(high − low), see ``DEFAULT_AGE_RANGE``.
     """
 
     def __init__(
@@ -190,6 +196,7 @@ class EncodeEHRd(MapTransform):
         required: Sequence[str] = (schema.AGE, schema.SEX, schema.VIEW),
         output_key: str = "ehr",
         allow_missing_keys: bool = False,
+        age_range: Sequence[float] = DEFAULT_AGE_RANGE,
     ) -> None:
         self.groups = tuple(_check_groups(groups))
         keys: KeysCollection = [column for group in self.groups for column in _GROUP_COLUMNS[group]]
@@ -203,6 +210,10 @@ class EncodeEHRd(MapTransform):
         self.statistics = statistics
         self.required = frozenset(required)
         self.output_key = output_key
+        low, high = (float(bound) for bound in age_range)
+        if not high > low:
+            raise ValueError(f"age_range must be (low, high) with high > low, got {tuple(age_range)}")
+        self.age_range = (low, high)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         record = dict(data)
@@ -239,7 +250,8 @@ class EncodeEHRd(MapTransform):
                     f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, "
                     f"got {value!r}"
                 )
-            return [number / AGE_SCALE], False
+            low, high = self.age_range
+            return [(number - low) / (high - low)], False
         if number <= 0.0:
             raise EHRValueError(f"{_record_name(record)}: field {column!r} must be positive, got {value!r}")
         assert self.statistics is not None

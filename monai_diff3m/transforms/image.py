@@ -30,6 +30,10 @@ from pydicom.misc import is_dicom
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+#: Intensity range the diffusion model works in by default (``NormaliseChestXRayd`` maps the loaded [0, 1] to it).
+#: The authors' code feeds [0, 1] (``ToTensor``); the bundles' ``image_range`` switch chooses.
+DIFFUSION_IMAGE_RANGE = (-1.0, 1.0)
+
 #: Suffixes read as DICOM without a content check; other files are DICOM if they carry the ``DICM`` preamble or
 #: start like a bare DICOM data set (see :func:`is_dicom_file`).
 DICOM_SUFFIXES = (".dcm", ".dicom")

@@ -1,4 +1,4 @@
-"""Static pixel-level checkerboard masking (PCM, METHOD.md §3).
+"""Static pixel-level checkerboard masking (PCM, docs/method.md §3).
 
 The masks are fixed: the same complementary pixel checkerboards at every step, in training and at inference.
 They act on the *noisy* input x_t, so they live beside the network rather than in the data pipeline.
@@ -21,7 +21,7 @@ def checkerboard_masks(
 
 
 def soften_mask(mask: torch.Tensor, timesteps: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
-    """Timestep-dependent soft mask m·(1 − t/T) + t/T (reference): hidden pixels are scaled by t/T, not zeroed.
+    """Timestep-dependent soft mask m·(1 − t/T) + t/T (the authors' code): hidden pixels are scaled by t/T, not zeroed.
 
     At high noise the hidden pixels carry little signal anyway, so the mask fades out; at t = 0 it is the hard mask.
     Returns shape (N, 1, H, W) for ``timesteps`` of shape (N,).

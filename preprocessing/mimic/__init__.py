@@ -1,4 +1,4 @@
-"""MIMIC-CXR-JPG 2.0.0 + MIMIC-IV 3.1 -> the bundles' CSVs, in the five re-runnable steps of METHOD.md §6.
+"""MIMIC-CXR-JPG 2.0.0 + MIMIC-IV 3.1 -> the bundles' CSVs, in the five re-runnable steps of docs/method.md §6.
 
 1. ``step1_omr_ehr``: nearest ``omr`` record (±90 days) per image and feature -> ``ehr_parts/`` + manifest.
 2. ``step2_concatenate``: parts -> ``image_ehr.csv``.

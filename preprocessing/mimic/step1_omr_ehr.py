@@ -3,13 +3,18 @@ r"""Step 1: for every MIMIC-CXR image, the nearest MIMIC-IV ``omr`` measurement 
 For each image (subject, study date) and each feature, the ``omr`` record of the same subject whose chart date is
 nearest to the study date is kept if it lies within ±``window_days``. Records on the same chart date are averaged,
 and so are the two records when one lies as far before the study as the other lies after it. A feature without a
-record in the window stays missing (the reference writes 0, which the model cannot tell from a measurement).
+record in the window stays missing (the authors' code writes 0, which the model cannot tell from a measurement).
 
 Only ``"Blood Pressure"``, ``"BMI (kg/m2)"``, ``"Height (Inches)"`` and ``"Weight (Lbs)"`` are used (positional
 variants such as ``"Blood Pressure Sitting"`` are ignored); values keep ``omr``'s units (mmHg, kg/m², inches,
-lbs), which is what the schema documents. ``omr`` has millions of rows, so it is read in chunks of
-``chunk_rows`` with only four columns parsed, and pruned to the four features and the subjects that have images
-before anything is kept; the join itself is two vectorised ``merge_asof`` calls per feature.
+lbs), which is what the schema documents. ``omr_names="exact"`` (default) matches these names exactly. The
+authors' ``preprocess_MIMIC.py`` tests ``row[3] in result_name``, a substring test, so ``omr`` rows named ``"BMI"``,
+``"Height"`` or ``"Weight"`` (no unit in the name) count as ``"BMI (kg/m2)"``, ``"Height (Inches)"`` and
+``"Weight (Lbs)"`` too: ``omr_names="substring"`` reproduces that (any ``omr`` name contained in a feature's name
+counts for that feature). The exact default keeps only values whose unit the name states. ``omr`` has millions of
+rows, so it is read in chunks of ``chunk_rows`` with only four columns parsed, and pruned to the four features and
+the subjects that have images before anything is kept; the join itself is two vectorised ``merge_asof`` calls per
+feature.
 
 Writes ``<work>/ehr_parts/part-NNNNN.csv`` (``dicom_id`` + EHR columns) and, last, ``<work>/ehr_parts/manifest.json``
 listing the parts: step 2 only trusts parts named by a manifest, so a run that dies half-way is never read.
@@ -23,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +50,16 @@ from preprocessing.common import (
 from preprocessing.mimic import layout
 
 __all__ = [
-    "OMR_FEATURES", "read_images", "read_omr", "nearest_records", "image_ehr", "run", "add_arguments", "main"
+    "OMR_FEATURES",
+    "OMR_NAME_MATCHING",
+    "feature_aliases",
+    "read_images",
+    "read_omr",
+    "nearest_records",
+    "image_ehr",
+    "run",
+    "add_arguments",
+    "main",
 ]
 
 #: ``omr`` result names used, and the schema column(s) each one fills ("sys/dia" fills two).
@@ -54,6 +69,8 @@ OMR_FEATURES: dict[str, tuple[str, ...]] = {
     "Height (Inches)": (schema.HEIGHT,),
     "Weight (Lbs)": (schema.WEIGHT,),
 }
+#: How ``omr`` result names are matched to ``OMR_FEATURES``: exactly, or the authors' substring test.
+OMR_NAME_MATCHING = ("exact", "substring")
 _DAY = "day"
 _RECORD_DAY = "record_day"
 _PART_PATTERN = "part-*.csv"
@@ -76,8 +93,9 @@ def read_images(metadata_path: Path) -> pd.DataFrame:
             f"{shown(table[layout.DICOM_ID][duplicated].iloc[0])} appears more than once"
         )
     days = day_numbers(table[layout.STUDY_DATE], layout.STUDY_DATE_FORMAT, metadata_path, layout.STUDY_DATE)
-    return pd.DataFrame({layout.DICOM_ID: table[layout.DICOM_ID], layout.SUBJECT_ID: table[layout.SUBJECT_ID],
-                         _DAY: days})
+    return pd.DataFrame(
+        {layout.DICOM_ID: table[layout.DICOM_ID], layout.SUBJECT_ID: table[layout.SUBJECT_ID], _DAY: days}
+    )
 
 
 def _parse_values(result_name: str, values: pd.Series) -> pd.DataFrame:
@@ -92,13 +110,30 @@ def _parse_values(result_name: str, values: pd.Series) -> pd.DataFrame:
     )
 
 
-def read_omr(omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000) -> dict[str, pd.DataFrame]:
+def feature_aliases(result_names: Iterable[str], matching: str = "exact") -> dict[str, set[str]]:
+    """The ``omr`` result names that count for each feature of ``OMR_FEATURES``.
+
+    ``exact``: the feature's own name. ``substring``: every name of ``result_names`` contained in the feature's name
+    (the authors' ``row[3] in result_name``), so ``"BMI"`` counts for ``"BMI (kg/m2)"``.
+    """
+    if matching not in OMR_NAME_MATCHING:
+        raise ValueError(f"omr name matching must be one of {OMR_NAME_MATCHING}, got {matching!r}")
+    if matching == "exact":
+        return {feature: {feature} for feature in OMR_FEATURES}
+    names = {name for name in result_names if isinstance(name, str)}
+    return {feature: {name for name in names if name in feature} for feature in OMR_FEATURES}
+
+
+def read_omr(
+    omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000, omr_names: str = "exact"
+) -> dict[str, pd.DataFrame]:
     """Read the used ``omr`` records of ``subjects``, one table per feature, averaged per (subject, chart day).
 
     Args:
         omr_path: MIMIC-IV ``hosp/omr`` (``.csv`` or ``.csv.gz``).
         subjects: subject IDs that have images; records of other subjects are dropped while reading.
         chunk_rows: rows parsed at a time; bounds the memory used by the text columns.
+        omr_names: ``exact`` or ``substring`` matching of result names (``feature_aliases``).
 
     Returns:
         result name -> frame with ``subject_id``, day number and the feature's column(s), sorted by subject and day.
@@ -106,6 +141,7 @@ def read_omr(omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000) 
     columns = (layout.SUBJECT_ID, layout.CHARTDATE, layout.RESULT_NAME, layout.RESULT_VALUE)
     require_columns(omr_path, read_header(omr_path), columns)
     names = list(OMR_FEATURES)
+    feature_aliases([], omr_names)  # reject an unknown matching before reading millions of rows
     collected: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
     rows_read = rows_kept = unparseable = 0
     reader = pd.read_csv(
@@ -118,13 +154,15 @@ def read_omr(omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000) 
         for number, chunk in enumerate(reader, start=1):
             rows_read += len(chunk)
             subject = integer_ids(chunk[layout.SUBJECT_ID], omr_path, layout.SUBJECT_ID)
-            kept = chunk[chunk[layout.RESULT_NAME].isin(names).to_numpy() & subject.isin(subjects).to_numpy()]
+            aliases = feature_aliases(chunk[layout.RESULT_NAME].cat.categories, omr_names)
+            used = set().union(*aliases.values())
+            kept = chunk[chunk[layout.RESULT_NAME].isin(used).to_numpy() & subject.isin(subjects).to_numpy()]
             days = pd.Series(
                 day_numbers(kept[layout.CHARTDATE], layout.CHARTDATE_FORMAT, omr_path, layout.CHARTDATE),
                 index=kept.index,
             )
             for name in names:
-                rows = kept[layout.RESULT_NAME] == name
+                rows = kept[layout.RESULT_NAME].isin(aliases[name])
                 values = _parse_values(name, kept.loc[rows, layout.RESULT_VALUE])
                 complete = values.notna().all(axis=1)
                 unparseable += int((~complete).sum())
@@ -158,9 +196,7 @@ def nearest_records(
     right = records.assign(**{_RECORD_DAY: records[_DAY].astype(np.float64)})
     left = images[[layout.SUBJECT_ID, _DAY]]
     matches = {
-        direction: pd.merge_asof(
-            left, right, on=_DAY, by=layout.SUBJECT_ID, direction=direction, tolerance=window_days
-        )
+        direction: pd.merge_asof(left, right, on=_DAY, by=layout.SUBJECT_ID, direction=direction, tolerance=window_days)
         for direction in ("backward", "forward")
     }
     day = left[_DAY].to_numpy(dtype=np.float64)
@@ -205,6 +241,7 @@ def run(
     window_days: int = 90,
     part_images: int = 50_000,
     chunk_rows: int = 1_000_000,
+    omr_names: str = "exact",
 ) -> Path:
     """Join every image with its nearest ``omr`` records and write the parts and their manifest.
 
@@ -215,13 +252,15 @@ def run(
         window_days: largest accepted distance between study date and chart date.
         part_images: images per part file.
         chunk_rows: ``omr`` rows parsed at a time.
+        omr_names: ``exact`` or the authors' ``substring`` matching of ``omr`` result names.
 
     Returns:
         the manifest path.
     """
     if window_days < 0 or part_images < 1 or chunk_rows < 1:
-        raise ValueError(f"need window_days >= 0, part_images >= 1, chunk_rows >= 1; got {window_days}, "
-                         f"{part_images}, {chunk_rows}")
+        raise ValueError(
+            f"need window_days >= 0, part_images >= 1, chunk_rows >= 1; got {window_days}, {part_images}, {chunk_rows}"
+        )
     parts_dir = Path(work_dir) / layout.PARTS_DIR
     parts_dir.mkdir(parents=True, exist_ok=True)
     _clear_previous_run(parts_dir)
@@ -229,7 +268,7 @@ def run(
     omr_path = layout.mimic_iv_table(mimic_iv, layout.OMR)
     images = read_images(metadata_path).sort_values([layout.SUBJECT_ID, layout.DICOM_ID], ignore_index=True)
     progress(f"step1: {len(images):,} images of {images[layout.SUBJECT_ID].nunique():,} subjects in {metadata_path}")
-    records = read_omr(omr_path, images[layout.SUBJECT_ID].unique(), chunk_rows)
+    records = read_omr(omr_path, images[layout.SUBJECT_ID].unique(), chunk_rows, omr_names)
     parts = []
     count = -(-len(images) // part_images)
     for index in range(count):
@@ -241,6 +280,7 @@ def run(
     manifest = {
         "images": len(images),
         "window_days": window_days,
+        "omr_names": omr_names,
         "metadata": str(metadata_path),
         "omr": str(omr_path),
         "parts": parts,
@@ -253,6 +293,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-days", type=int, default=90, help="largest |study date - chart date| in days")
     parser.add_argument("--part-images", type=int, default=50_000, help="images per intermediate part file")
     parser.add_argument("--chunk-rows", type=int, default=1_000_000, help="omr rows parsed at a time")
+    parser.add_argument(
+        "--omr-names",
+        choices=OMR_NAME_MATCHING,
+        default="exact",
+        help="match omr result names exactly, or by the authors' substring test (adds the unit-less "
+        "'BMI', 'Height', 'Weight' records)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,7 +310,15 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     with exit_on_input_error():
-        run(args.mimic_cxr, args.mimic_iv, args.work_dir, args.window_days, args.part_images, args.chunk_rows)
+        run(
+            args.mimic_cxr,
+            args.mimic_iv,
+            args.work_dir,
+            args.window_days,
+            args.part_images,
+            args.chunk_rows,
+            args.omr_names,
+        )
 
 
 if __name__ == "__main__":

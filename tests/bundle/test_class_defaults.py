@@ -20,7 +20,7 @@ COMPONENTS = [
     (Diff3MUNet, "train.json", "network_args", ()),
     (Diff3MLoss, "train.json", "loss", ()),
     (WarmupEMAHandler, "train.json", "ema", ("model",)),
-    (Diff3MAnomalyInferer, "inference.json", "inferer", ("scheduler",)),
+    (Diff3MAnomalyInferer, "inference.json", "inferer", ("scheduler", "image_range", "clip_range")),  # checkpoint's
 ]
 
 

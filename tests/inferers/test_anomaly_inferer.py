@@ -1,10 +1,12 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_timesteps, image_scores
+from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_steps, ddim_timesteps, image_scores
 from monai_diff3m.inferers.anomaly import image_noise
-from monai_diff3m.networks import Diff3MUNet
+from monai_diff3m.networks import Diff3MOutput, Diff3MUNet
 
 SMALL = dict(
     channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
@@ -73,6 +75,82 @@ def test_scores_on_a_hand_made_twin():
 def test_noise_level_must_be_below_T():
     with pytest.raises(ValueError, match="noise_level"):
         Diff3MAnomalyInferer(DDPMScheduler(100), noise_level=100)
+
+
+class _ConstantNetwork(torch.nn.Module):
+    """ε̂ = 1 and x̃_t = 1.6 everywhere; records the timesteps it is evaluated at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timesteps: list[int] = []
+
+    def forward(self, x, timesteps, ehr=None, ehr_missing=None, x0=None):
+        self.timesteps.append(int(timesteps[0]))
+        return Diff3MOutput(torch.ones_like(x), torch.full_like(x, 1.6), None)
+
+
+#: ᾱ_0 = 0.64 and ᾱ_1 = 0.36: √ᾱ and √(1 − ᾱ) are 0.8, 0.6 and 0.6, 0.8.
+_TWO_STEP_SCHEDULE = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torch.tensor([0.64, 0.36] + [0.1] * 8))
+
+
+@pytest.mark.parametrize(
+    "use_pcm, clip_range, twin",
+    [
+        # inversion t=0 -> 1: x̂₀ = clip((1.6 - 0.6)/0.8 = 1.25) = 1, ε = (0.5 - 0.8)/0.6 = -0.5, x₁ = 0.6 - 0.4 = 0.2;
+        # denoising 1 -> 0: x̂₀ = clip((1.6 - 0.8)/0.6) = 1, ε = (0.2 - 0.6)/0.8 = -0.5, x₀ = 0.8 - 0.3 = 0.5
+        (True, (-1.0, 1.0), 0.5),
+        # no clipping: x̂₀ = 1.25, ε = -5/6, x₁ = 1/12; then x̂₀ = 4/3, ε = (1/12 - 0.8)/0.8, x₀ = 0.8·4/3 + 0.6·ε
+        (True, (-2.0, 2.0), 0.8 * 4 / 3 + 0.6 * (1 / 12 - 0.8) / 0.8),
+        # without x̃: x̂₀ = (0.5 - 0.6)/0.8 = -0.125, ε = 1, x₁ = 0.725; x̂₀ = (0.725 - 0.8)/0.6 = -0.125, back to 0.5
+        (False, (-1.0, 1.0), 0.5),
+    ],
+)
+def test_one_inversion_and_one_denoising_step_by_hand(use_pcm, clip_range, twin):
+    """Both directions predict x̂₀ from x̃_t (PCM) and clip it, as the authors' ``ddim_reverse_sample`` and sampling."""
+    inferer = Diff3MAnomalyInferer(
+        _TWO_STEP_SCHEDULE, 1, 1, "ddim_inversion", smoothing_sigma=0, use_pcm=use_pcm, clip_range=clip_range
+    )
+    network = _ConstantNetwork()
+    result = inferer(torch.full((1, 1, 2, 2), 0.5), network)
+    torch.testing.assert_close(result["twin"], torch.full((1, 1, 2, 2), twin))
+    assert network.timesteps == [0, 1]
+
+
+def test_authors_indexing_inverts_from_one_to_l_and_denoises_from_l_minus_two_to_the_clean_image():
+    assert ddim_steps(4, None, "authors") == ([(1, 2), (2, 3), (3, 4)], [(2, 1), (1, 0), (0, -1)])
+    assert ddim_steps(4, 2) == ([(0, 2), (2, 4)], [(4, 2), (2, 0)])
+    network = _ConstantNetwork()
+    schedule = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torch.linspace(0.9, 0.5, 10))
+    inferer = Diff3MAnomalyInferer(
+        schedule,
+        4,
+        None,
+        "ddim_inversion",
+        smoothing_sigma=0,
+        use_pcm=True,
+        indexing="authors",
+        image_range=(0.0, 1.0),
+        clip_range=(-1.0, 1.0),
+    )
+    twin = inferer(torch.full((1, 1, 2, 2), 0.5), network)["twin"]
+    assert network.timesteps == [1, 2, 3, 2, 1, 0]
+    # the last step lands on the clean image (ᾱ = 1), so the twin is that step's x̂₀ = clip((1.6 - √(1-ᾱ₀))/√ᾱ₀)
+    alpha = schedule.alphas_cumprod[0]
+    expected = float(((1.6 - (1 - alpha).sqrt()) / alpha.sqrt()).clamp(-1, 1))
+    torch.testing.assert_close(twin, torch.full((1, 1, 2, 2), expected))
+    with pytest.raises(ValueError, match="every timestep"):
+        ddim_steps(400, 10, "authors")
+    with pytest.raises(ValueError, match="ddim_inversion"):
+        Diff3MAnomalyInferer(DDPMScheduler(1000), num_steps=None, noising="stochastic", indexing="authors")
+
+
+def test_image_range_sets_the_default_clip():
+    inferer = Diff3MAnomalyInferer(
+        _TWO_STEP_SCHEDULE, 1, 1, "ddim_inversion", smoothing_sigma=0, use_pcm=True, image_range=(0.0, 1.0)
+    )
+    assert inferer.clip_range == (0.0, 1.0)
+    twin = inferer(torch.full((1, 1, 2, 2), 0.5), _ConstantNetwork())["twin"]
+    torch.testing.assert_close(twin, torch.full((1, 1, 2, 2), 0.5))
 
 
 @pytest.mark.parametrize("noising", ["stochastic", "ddim_inversion"])

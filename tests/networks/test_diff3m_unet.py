@@ -126,3 +126,84 @@ def test_pooled_attention_weights_follow_the_query():
     torch.testing.assert_close(
         condition[0], weights[0, 0] * tokens[0, 0] + weights[0, 1] * tokens[0, 1] + tokens[0, 2], atol=1e-5, rtol=0
     )
+
+
+def test_soft_recombination_on_a_hand_computed_case():
+    """At t/T = 0.4 the softened masks are 1 on a branch's own pixels and 0.4 on the others (authors' x̃_t)."""
+    from monai_diff3m.networks.diff3m_unet import recombine_checkerboard
+    from monai_diff3m.transforms import checkerboard_masks, soften_mask
+
+    m1, m2 = checkerboard_masks((2, 2))  # m1 = [[0, 1], [1, 0]]
+    t = torch.tensor([400])
+    out1, out2 = torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), 3.0)
+    soft = recombine_checkerboard(out1, out2, soften_mask(m1, t, 1000), soften_mask(m2, t, 1000))
+    # m2 pixels (0,0),(1,1): 2·1 + 3·0.4 = 3.2; m1 pixels (0,1),(1,0): 2·0.4 + 3·1 = 3.8
+    torch.testing.assert_close(soft, torch.tensor([[[[3.2, 3.8], [3.8, 3.2]]]]))
+    hard = recombine_checkerboard(out1, out2, m1, m2)
+    torch.testing.assert_close(hard, torch.tensor([[[[2.0, 3.0], [3.0, 2.0]]]]))
+
+
+@pytest.mark.parametrize("recombination", ["hard", "soft"])
+def test_network_recombines_with_the_chosen_masks(recombination, monkeypatch):
+    from monai_diff3m.networks import diff3m_unet
+
+    seen = []
+
+    def recording(out1, out2, m1, m2):
+        seen.append((m1, m2))
+        return out1 * m2 + out2 * m1
+
+    monkeypatch.setattr(diff3m_unet, "recombine_checkerboard", recording)
+    net = Diff3MUNet(ieca_mode="none", use_pcm=True, pcm_recombination=recombination, **SMALL)
+    x = torch.zeros(2, 1, 16, 16)
+    net(x, torch.tensor([0, 500]))
+    m1 = seen[0][0]
+    assert m1.shape == ((2, 1, 16, 16) if recombination == "soft" else (1, 1, 16, 16))
+    expected_hidden = 0.5 if recombination == "soft" else 0.0  # value of m1 on a pixel m1 hides, at t = 500
+    assert m1[-1, 0, 0, 0].item() == expected_hidden and m1[0, 0, 0, 0].item() == 0.0
+    with pytest.raises(ValueError, match="pcm_recombination"):
+        Diff3MUNet(use_pcm=True, pcm_recombination="mean", **SMALL)
+
+
+def test_pcm_decoder_starts_as_a_copy_of_the_main_decoder():
+    net = Diff3MUNet(ieca_mode="pooled", use_pcm=True, **SMALL)
+    main = {
+        f"{part}.{k}": v
+        for part in ("middle_block", "up_blocks", "out")
+        for k, v in getattr(net.unet, part).state_dict().items()
+    }
+    assert main.keys() == net.pcm_decoder.state_dict().keys()
+    assert all(torch.equal(main[key], value) for key, value in net.pcm_decoder.state_dict().items())
+
+
+def test_per_group_token_norm_and_normal_init():
+    tokenizer = EHRTokenizer(num_slots=3, token_dim=512, group_sizes=(2, 1), norm="per_group", init="normal")
+    assert abs(tokenizer.weight.std().item() - 1.0) < 0.1 and abs(tokenizer.bias.std().item() - 1.0) < 0.1
+    small = EHRTokenizer(num_slots=3, token_dim=512)
+    assert abs(small.weight.std().item() - 0.02) < 0.005 and not small.bias.any()
+    with torch.no_grad():
+        tokenizer.group_norms[0].weight.fill_(2.0)
+        tokenizer.group_norms[1].bias.fill_(5.0)
+    values = torch.tensor([[1.0, 0.0, 3.0]])
+    tokens = tokenizer(values)
+    raw = values.unsqueeze(-1) * tokenizer.weight + tokenizer.bias
+    standardised = (raw - raw.mean(-1, keepdim=True)) / (raw.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    torch.testing.assert_close(tokens[:, :2], 2.0 * standardised[:, :2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tokens[:, 2:], standardised[:, 2:] + 5.0, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="add up"):
+        EHRTokenizer(num_slots=3, token_dim=4, group_sizes=(1, 1), norm="per_group")
+
+
+def test_network_builds_per_group_tokens_and_a_query_encoder_without_timestep_bias():
+    net = Diff3MUNet(ieca_mode="pooled", token_norm="per_group", token_init="normal", query_time_bias=False, **SMALL)
+    assert len(net.ehr_tokenizer.group_norms) == 2
+    assert not any("image_encoder" in key and "time_emb_proj.bias" in key for key in net.state_dict())
+    assert any("unet.down_blocks" in key and "time_emb_proj.bias" in key for key in net.state_dict())
+    x, t, ehr, missing = _inputs()
+    _randomise_zero_initialised(net)
+    first = net._image_query(x)
+    with torch.no_grad():  # the query encoder ignores the timestep projection entirely: its input is zero
+        for name, parameter in net.image_encoder.named_parameters():
+            if "time_emb_proj" in name:
+                parameter.add_(1.0)
+    torch.testing.assert_close(net._image_query(x), first)

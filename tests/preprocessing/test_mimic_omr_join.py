@@ -108,6 +108,34 @@ def test_positional_blood_pressure_and_bad_values_are_ignored(tmp_path):
     assert np.isnan(ehr.loc["a", schema.BMI])
 
 
+def test_substring_matching_adds_the_unit_less_names_as_the_authors_code(tmp_path):
+    """The authors test ``row[3] in result_name``: "Weight" is in "Weight (Lbs)", "Blood Pressure Sitting" is not in
+    "Blood Pressure"."""
+    metadata = _metadata([("a", 10000001, STUDY)])
+    omr = _omr([
+        (10000001, 0, "Weight", "200"),
+        (10000001, 0, "Weight (Lbs)", "180"),
+        (10000001, 3, "BMI", "31"),
+        (10000001, 5, "BMI (kg/m2)", "25"),
+        (10000001, -2, "Height", "66"),
+        (10000001, 0, "Blood Pressure Sitting", "200/100"),
+        (10000001, 1, "Blood Pressure", "120/80"),
+        (10000001, 0, "eGFR", "90"),
+    ])
+    exact = _ehr(tmp_path / "exact", metadata, omr)
+    substring = _ehr(tmp_path / "substring", metadata, omr, omr_names="substring")
+    assert exact.loc["a", schema.WEIGHT] == 180.0 and exact.loc["a", schema.BMI] == 25.0
+    assert np.isnan(exact.loc["a", schema.HEIGHT])
+    assert substring.loc["a", schema.WEIGHT] == pytest.approx(190.0)  # both names on the study day, averaged
+    assert substring.loc["a", schema.BMI] == 31.0  # the unit-less record is nearer
+    assert substring.loc["a", schema.HEIGHT] == 66.0
+    assert (substring.loc["a", schema.SYSTOLIC], substring.loc["a", schema.DIASTOLIC]) == (120.0, 80.0)
+    assert step1_omr_ehr.feature_aliases(["BMI", "BMI (kg/m2)", "Blood Pressure Sitting", "eGFR"], "substring") == {
+        "BMI (kg/m2)": {"BMI", "BMI (kg/m2)"}, "Blood Pressure": set(), "Height (Inches)": set(), "Weight (Lbs)": set()}
+    with pytest.raises(ValueError, match="omr name matching"):
+        step1_omr_ehr.feature_aliases([], "prefix")
+
+
 def test_chunked_reading_and_parts_match_a_single_pass(tmp_path):
     rng = np.random.default_rng(3)
     subjects = 10_000_000 + np.arange(40)

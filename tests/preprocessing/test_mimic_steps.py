@@ -12,6 +12,7 @@ import pytest
 
 from monai_diff3m.data import schema
 from preprocessing.common import InputTableError, MissingColumnError
+from preprocessing.labels import SUPPORT_DEVICES
 from preprocessing.mimic import (
     layout,
     run_all,
@@ -21,7 +22,9 @@ from preprocessing.mimic import (
     step4_filter_existing,
     step5_summarise,
 )
+from preprocessing.mimic.step3_join import JOINED_COLUMNS
 from preprocessing.mimic.synthetic import write_synthetic_mimic
+from preprocessing.splits import SPLIT
 
 FINAL_COLUMNS = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
                  schema.NO_FINDING, *schema.MIMIC_EHR_COLUMNS]
@@ -106,7 +109,7 @@ def test_steps_run_separately_and_policies_apply(dataset, tmp_path):
     step4_filter_existing.main(["--mimic-cxr", str(mimic_cxr), "--work-dir", str(work)])
     assert sorted(pd.read_csv(work / layout.EXISTING)[schema.PATH]) == sorted(present)
 
-    summary = step5_summarise.run(work, tmp_path / "out", drop_support_devices=True, drop_missing_ehr=True,
+    summary = step5_summarise.run(work, tmp_path / "out", drop_support_devices=True, drop_incomplete_ehr=True,
                                   split="patient", seed=2)
     outputs = [pd.read_csv(tmp_path / "out" / f"{name}.csv") for name in ("train", "valid", "test")]
     written = pd.concat(outputs)
@@ -177,3 +180,37 @@ def test_step4_refuses_a_root_without_images(dataset, tmp_path):
         step4_filter_existing.run(tmp_path, work)
     with pytest.raises(SystemExit, match="error: .*existing.csv not found"):
         step5_summarise.main(["--work-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+
+
+def test_step5_policies_on_a_small_frame(tmp_path):
+    """The authors keep rows whose five EHR values are all non-zero (0 = missing there) and keep support-device
+    studies (``drop('Support Devices', axis=1)`` drops the column); dropping those studies is an extra option."""
+    rows = [
+        # name, split, support devices, BMI, systolic, diastolic, height, weight
+        ("normal_train", "train", 0.0, 25.0, 120.0, 80.0, 65.0, 170.0),
+        ("normal_valid", "valid", 0.0, 25.0, 120.0, 80.0, 65.0, 170.0),
+        ("complete", "test", 0.0, 25.0, 120.0, 80.0, 65.0, 170.0),
+        ("devices", "test", 1.0, 24.0, 110.0, 70.0, 66.0, 160.0),
+        ("missing", "test", 0.0, np.nan, 120.0, 80.0, 65.0, 170.0),
+        ("zero", "test", 0.0, 25.0, 0.0, 80.0, 65.0, 170.0),
+    ]
+    frame = pd.DataFrame({
+        schema.PATH: [f"files/p10/p1000000{i}/s1/{row[0]}.jpg" for i, row in enumerate(rows)],
+        schema.PATIENT_ID: [10000000 + i for i in range(len(rows))],
+        schema.SEX: "Female", schema.AGE: 50.0, schema.FRONTAL_LATERAL: "Frontal", schema.VIEW: "PA",
+        schema.NO_FINDING: 1.0, SUPPORT_DEVICES: [row[2] for row in rows], SPLIT: [row[1] for row in rows],
+        **{column: [row[3 + k] for row in rows] for k, column in enumerate(schema.MIMIC_EHR_COLUMNS)},
+    })[list(JOINED_COLUMNS)]
+    work = tmp_path / "work"
+    work.mkdir()
+    frame.to_csv(work / layout.EXISTING, index=False)
+    assert step5_summarise.incomplete_ehr(frame).tolist() == [False, False, False, False, True, True]
+
+    def kept(**policies) -> list[str]:
+        step5_summarise.run(work, tmp_path / "out", **policies)
+        return [Path(path).stem for path in pd.read_csv(tmp_path / "out" / "test.csv")[schema.PATH]]
+
+    assert kept() == ["complete", "devices", "missing", "zero"]
+    assert kept(drop_incomplete_ehr=True) == ["complete", "devices"]  # the authors' make_mimic_1_5_dataset
+    assert kept(drop_incomplete_ehr=True, drop_support_devices=True) == ["complete"]
+    assert SUPPORT_DEVICES not in pd.read_csv(tmp_path / "out" / "test.csv").columns

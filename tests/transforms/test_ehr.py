@@ -45,6 +45,16 @@ def test_encoding_values():
     assert "ehr" not in RECORD
 
 
+def test_age_range_switch_gives_the_authors_age_encoding():
+    """The authors' loader: (age - min_age)/(max_age - min_age) with 1 and 100, so 67 years -> 66/99."""
+    authors = EncodeEHRd(groups=["demographics"], age_range=(1.0, 100.0))({**RECORD, schema.AGE: 67})
+    assert authors["ehr"][0] == pytest.approx(66 / 99)
+    assert EncodeEHRd(groups=["demographics"], age_range=(1.0, 100.0))({**RECORD, schema.AGE: 1})["ehr"][0] == 0.0
+    assert EncodeEHRd(groups=["demographics"])({**RECORD, schema.AGE: 67})["ehr"][0] == pytest.approx(0.67)
+    with pytest.raises(ValueError, match="age_range"):
+        EncodeEHRd(groups=["demographics"], age_range=(100.0, 1.0))
+
+
 def test_missing_values_are_flagged_not_dropped():
     record = {**RECORD, schema.BMI: float("nan"), schema.SEX: None}
     out = EncodeEHRd(statistics=STATS, required=[schema.AGE, schema.VIEW])(record)

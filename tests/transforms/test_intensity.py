@@ -52,3 +52,16 @@ def test_bad_settings_are_named():
         NormaliseChestXRayd("image", mode="clahe")
     with pytest.raises(ValueError, match="percentiles"):
         NormaliseChestXRayd("image", lower=99, upper=1)
+
+
+def test_output_range_gives_the_authors_zero_to_one_images():
+    """The authors feed ToTensor's [0, 1] unchanged: ``mode="fixed"`` with ``output_range=(0, 1)`` is the identity."""
+    image = torch.linspace(0.0, 1.0, 11).reshape(1, 1, 11)
+    same = NormaliseChestXRayd("image", mode="fixed", output_range=(0.0, 1.0))({"image": image})["image"]
+    torch.testing.assert_close(torch.as_tensor(same), image)
+    stretched = NormaliseChestXRayd("image", mode="percentile", lower=10, upper=90, output_range=(0.0, 1.0))(
+        {"image": image}
+    )["image"]
+    assert float(stretched.min()) == 0.0 and float(stretched.max()) == 1.0
+    with pytest.raises(ValueError, match="output_range"):
+        NormaliseChestXRayd("image", output_range=(1.0, 0.0))
