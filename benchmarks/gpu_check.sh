@@ -5,6 +5,7 @@
 #
 #   OUT=results PYTHON=python3 bash benchmarks/gpu_check.sh          # on the GPU machine, from the repository root
 #   GPU_CHECK_TINY=1 OUT=/tmp/check bash benchmarks/gpu_check.sh     # the same script on a CPU, tiny settings
+#   GPU_CHECK_LIMITS="110 35 30 70" ...                           # seconds for the four parts, to fit a lease
 #
 # Needs monai, pytorch-ignite, pydicom, nibabel and fire importable by $PYTHON (installs nothing). Writes
 # $OUT/reference_preset.json, $OUT/throughput_gpu.json and $OUT/gpu_check.log; the phantoms and checkpoints (about
@@ -21,7 +22,7 @@ exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 if [ "$TINY" = 1 ]; then
   FLAGS=(--tiny); THROUGHPUT=(--quick --sizes demo --device cpu); LIMITS=(120 60 60 120)
 else
-  FLAGS=(); THROUGHPUT=(--device cuda); LIMITS=(140 45 45 80)
+  FLAGS=(); THROUGHPUT=(--device cuda); read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-140 45 45 80}"
 fi
 echo "gpu_check: $(date -u +%FT%TZ), tiny=$TINY, output $OUT"
 timeout 20 "$PYTHON" -c "
