@@ -238,16 +238,19 @@ class Diff3MAnomalyInferer(Inferer):
             else:
                 noisy = self._jump(image, alphas[self.denoising_steps[0][0]])
             twin, attention = self._ddim(noisy, self.denoising_steps, image, network, ehr, ehr_missing, alphas)
-        twin = twin.clamp(*self.clip_range)
-        anomaly_map = (image - twin).abs()
-        smoothed = anomaly_map
-        if self.smoothing_sigma > 0:
-            smoothed = GaussianFilter(spatial_dims=2, sigma=self.smoothing_sigma).to(image.device)(anomaly_map)
+        # maps and scores in float32 even when the caller scores under bf16 autocast (quantiles need floats)
+        with torch.autocast(image.device.type, enabled=False):
+            twin = twin.float().clamp(*self.clip_range)
+            anomaly_map = (image - twin).abs()
+            smoothed = anomaly_map
+            if self.smoothing_sigma > 0:
+                smoothed = GaussianFilter(spatial_dims=2, sigma=self.smoothing_sigma).to(image.device)(anomaly_map)
+            scores = image_scores(image, twin, smoothed)
         return {
             "twin": twin,
             "anomaly_map": anomaly_map,
             "smoothed_map": smoothed,
-            "scores": image_scores(image, twin, smoothed),
+            "scores": scores,
             "ehr_attention": attention,
         }
 
