@@ -189,9 +189,9 @@ class Diff3MAnomalyInferer(Inferer):
     def __init__(
         self,
         scheduler: Scheduler,
-        noise_level: int = 50,
-        num_steps: int | None = 5,
-        noising: str = "stochastic",
+        noise_level: int = 200,
+        num_steps: int | None = 10,
+        noising: str = "ddim_inversion",
         smoothing_sigma: float = 1.0,
         seed: int = 0,
         use_pcm: bool = False,

@@ -37,8 +37,11 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
         diff3m["scores"][diff3m["selected_score"]]["auroc"]
     ]
     assert set(diff3m["findings"]) <= {"nodule", "consolidation", "effusion", "cardiomegaly"} and diff3m["findings"]
+    one_film = diff3m["one_film_per_patient"]
+    assert one_film["n"] == splits["test"]["Patient ID"].nunique() and 0.0 <= one_film["auroc"] <= 1.0
+    assert results[EHR_ONLY]["one_film_per_patient"]["n"] == one_film["n"]
     assert 0.0 <= results[EHR_ONLY]["scores"][EHR_ONLY_SCORE]["auroc"] <= 1.0
     assert {"male", "Age", "AP", "BMI missing"} <= set(results[EHR_ONLY]["coefficients"])
     table_text = comparison_table(results)
-    assert EHR_ONLY in table_text and "_ehr_normalised" in table_text
+    assert EHR_ONLY in table_text and "_ehr_normalised" in table_text and "1st film/patient" in table_text
     json.dumps(results)
