@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter, normalise_for_lung_fields
 from monai_diff3m.transforms.image import read_chest_xray
 from monai_diff3m.transforms.lung_fields import lung_field_mask, plausible_lung_fields

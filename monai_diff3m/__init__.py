@@ -1,5 +1,5 @@
 """monai-diff3m: EHR-conditioned diffusion anomaly detection on chest X-rays (Diff3M) for MONAI."""
 
-from monai_diff3m import data, engines, handlers, inferers, metrics, networks, transforms
+from monai_diff3m import checkpoints, data, engines, handlers, inferers, metrics, networks, schema, transforms
 
 __version__ = "0.1.0"

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from monai.bundle import run
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
+from monai_diff3m.checkpoints import checkpoint_name
 from monai_diff3m.data.splits import write_patient_splits
-from monai_diff3m.engines.checkpoints import checkpoint_name
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, image_metrics
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRNormalisedScore

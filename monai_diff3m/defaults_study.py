@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.splits import write_patient_splits
 from monai_diff3m.inferers.anomaly import ScoringSchedule
 from monai_diff3m.io import write_csv_atomic, write_json_atomic

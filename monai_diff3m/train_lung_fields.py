@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.utils import set_determinism
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.phantoms import render_case
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.lung_fields import (

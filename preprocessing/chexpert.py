@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table, shown
 from preprocessing.labels import LABEL_COLUMNS, UNCERTAIN_POLICIES, normal_label
 from preprocessing.splits import SPLIT, patient_split, split_frames, write_splits

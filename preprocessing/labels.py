@@ -1,4 +1,4 @@
-"""From the 14 CheXpert labeler columns to the normal/abnormal label of :mod:`monai_diff3m.data.schema`.
+"""From the 14 CheXpert labeler columns to the normal/abnormal label of :mod:`monai_diff3m.schema`.
 
 CheXpert's ``train.csv`` and MIMIC-CXR's ``mimic-cxr-2.0.0-chexpert.csv.gz`` use the same labeler output: each
 finding is 1 (positive), 0 (negative), -1 (uncertain) or blank (not mentioned). The method calls a study normal
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from preprocessing.common import InputTableError, shown
 
 __all__ = ["SUPPORT_DEVICES", "FINDINGS", "LABEL_COLUMNS", "UNCERTAIN_POLICIES", "normal_label", "has_support_devices"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.io import write_json_atomic
 
 __all__ = ["summarise", "format_summary", "save_summary"]

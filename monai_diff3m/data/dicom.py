@@ -1,7 +1,7 @@
 """EHR records from DICOM tags and image folders, for scoring studies that arrive without a dataset CSV.
 
 A DICOM header carries the demographics Diff3M conditions on (PatientAge, PatientSex, ViewPosition), so a folder
-of DICOM files can be scored without a CSV. Records use the column names of :mod:`monai_diff3m.data.schema`, hold
+of DICOM files can be scored without a CSV. Records use the column names of :mod:`monai_diff3m.schema`, hold
 ``None`` for a missing value (the EHR encoder gives missing its own embedding), and folder scans collect
 per-file failures instead of stopping, so one broken file in a hospital export does not block the rest.
 """
@@ -18,7 +18,7 @@ import pandas as pd
 
 from monai_diff3m.data.csv_files import read_csv_file
 from monai_diff3m.data.input_files import files_under
-from monai_diff3m.data.schema import (
+from monai_diff3m.schema import (
     AGE,
     FRONTAL,
     FRONTAL_LATERAL,
@@ -70,7 +70,7 @@ def parse_dicom_age(value: str | None) -> float | None:
 
 
 def parse_dicom_sex(value: str | None) -> str | None:
-    """PatientSex as the schema's sex vocabulary (:func:`~monai_diff3m.data.schema.canonical_sex`, shared with CSVs):
+    """PatientSex as the schema's sex vocabulary (:func:`~monai_diff3m.schema.canonical_sex`, shared with CSVs):
     ``M``/``F`` in any case; ``O`` or empty is an explicitly missing value."""
     try:
         return canonical_sex(value, "PatientSex")
@@ -79,7 +79,7 @@ def parse_dicom_sex(value: str | None) -> str | None:
 
 
 def parse_view_position(value: str | None) -> str | None:
-    """ViewPosition as the schema's view vocabulary (:func:`~monai_diff3m.data.schema.canonical_view`, shared with
+    """ViewPosition as the schema's view vocabulary (:func:`~monai_diff3m.schema.canonical_view`, shared with
     CSVs): ``AP``/``PA`` in any case, optionally with a position (``AP SUPINE``); empty -> None; lateral rejected."""
     try:
         return canonical_view(value, "ViewPosition")

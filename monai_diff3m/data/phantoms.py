@@ -8,7 +8,7 @@ BMI. Only a few percent of each size is unexplained per-patient noise. An image-
 every heart in the wide population range as normal, while an EHR-conditioned model can tell that a given heart is
 too big *for this patient* (the ``cardiomegaly`` lesion is made that way).
 
-Layout is CheXpert's, with columns from :mod:`monai_diff3m.data.schema`::
+Layout is CheXpert's, with columns from :mod:`monai_diff3m.schema`::
 
     root/images/<split>/<id>.png   8-bit grayscale films, one folder per split so a split can be scored alone
     root/masks/<id>.png    0/255 lesion masks (abnormal images only)
@@ -39,7 +39,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.transforms.lung_fields import lung_field_mask
 
 __all__ = [

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_diff3m.data import schema
-from monai_diff3m.data.chexpert import IMAGE_KEY
+from monai_diff3m import schema
+from monai_diff3m.data.dataset_csv import IMAGE_KEY
 from monai_diff3m.data.dicom import scan_dicom_folder, scan_image_folder
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
 
 TRAIN, VALID, TEST = "train", "valid", "test"

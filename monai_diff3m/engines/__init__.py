@@ -1,5 +1,5 @@
-from monai_diff3m.engines.anomaly_scoring import AnomalyScoringStep
-from monai_diff3m.engines.checkpoints import (
+# the checkpoint readers moved to monai_diff3m.checkpoints; re-exported for configs that name them here
+from monai_diff3m.checkpoints import (
     checkpoint_metadata,
     checkpoint_name,
     load_network_weights,
@@ -7,6 +7,7 @@ from monai_diff3m.engines.checkpoints import (
     network_from_checkpoint,
     read_checkpoint,
 )
+from monai_diff3m.engines.anomaly_scoring import AnomalyScoringStep
 from monai_diff3m.engines.diffusion_steps import (
     Diff3MTrainingStep,
     Diff3MValidationStep,

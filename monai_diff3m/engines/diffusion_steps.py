@@ -15,9 +15,9 @@ from monai.data import MetaTensor
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.engines.losses import Diff3MLoss
+from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
-from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 
 
 def prepare_diff3m_batch(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from monai_diff3m.engines.checkpoints import PCM_PREFIXES, load_state_dict_explained, read_checkpoint
+from monai_diff3m.checkpoints import PCM_PREFIXES, load_state_dict_explained, read_checkpoint
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
 

@@ -17,7 +17,7 @@ from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from monai_diff3m.engines.checkpoints import load_state_dict_explained, read_checkpoint
-from monai_diff3m.engines.resume import capture_rng_state, restore_rng_state
+from monai_diff3m.checkpoints import load_state_dict_explained, read_checkpoint
 from monai_diff3m.io import atomic_path
+from monai_diff3m.rng_state import capture_rng_state, restore_rng_state
 
 
 class CheckpointWriter:

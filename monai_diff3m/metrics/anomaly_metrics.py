@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 
 __all__ = [
     "SPECIFICITY",

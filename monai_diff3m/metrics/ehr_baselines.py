@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 
 #: Smallest score used before taking logs (scores are non-negative reconstruction errors).
 _SCORE_FLOOR = 1e-12

@@ -12,8 +12,8 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock, get_timestep_embedding
 from torch import nn
 
+from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.ehr_tokens import EHRTokenizer, PooledEHRAttention
-from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 
 IECA_MODES = ("pooled", "spatial", "none")
 #: How the two checkerboard branches are recombined into x̃_t, see ``Diff3MUNet``.

@@ -12,5 +12,4 @@ from monai_diff3m.transforms.ehr import (
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, ImageLoadError, LoadChestXRayd
 from monai_diff3m.transforms.intensity import INTENSITY_MODES, NormaliseChestXRayd
 from monai_diff3m.transforms.lesion_mask import LoadLesionMaskd
-from monai_diff3m.transforms.masking import checkerboard_masks, soften_mask
 from monai_diff3m.transforms.quality import CheckImageQualityd, ImageQualityError, measure_image_quality

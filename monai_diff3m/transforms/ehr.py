@@ -20,7 +20,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.io import write_json_atomic
 
 #: (low, high) of the age encoding (age − low)/(high − low): this project's age/100. The authors use (1, 100), i.e.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from preprocessing.common import resolve_table
 
 __all__ = [

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic, write_json_atomic
 from preprocessing.common import (
     InputTableError,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
 from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table
 from preprocessing.mimic import layout

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from preprocessing.common import exit_on_input_error, progress, read_table
 from preprocessing.labels import SUPPORT_DEVICES
 from preprocessing.mimic import layout

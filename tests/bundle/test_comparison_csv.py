@@ -2,8 +2,8 @@ import json
 
 import pandas as pd
 
+from monai_diff3m import schema
 from monai_diff3m.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
-from monai_diff3m.data import schema
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
 from tiny_bundle import TINY_NETWORK

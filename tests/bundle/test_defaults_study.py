@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 from monai_diff3m.defaults_study import RESULT_FILE, SCORES_FILE, main, parse_schedule
 from monai_diff3m.inferers import SCORE_NAMES

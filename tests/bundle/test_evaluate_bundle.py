@@ -6,9 +6,9 @@ from monai.networks.schedulers import DDPMScheduler
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
+from monai_diff3m.checkpoints import network_from_checkpoint
 from monai_diff3m.data.phantoms import render_case
-from monai_diff3m.engines import network_from_checkpoint
 from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer
 from monai_diff3m.transforms import EncodeEHRd
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export
 
-from monai_diff3m.engines import network_from_checkpoint
+from monai_diff3m.checkpoints import network_from_checkpoint
 from monai_diff3m.networks import Diff3MNoisePredictor
 from monai_diff3m.packaged_bundle import bundle_dir
 

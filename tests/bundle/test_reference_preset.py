@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 
 from tiny_bundle import CONFIGS, TINY_NETWORK
 

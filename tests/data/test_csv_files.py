@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_diff3m.data.chexpert import read_dataset_csv
 from monai_diff3m.data.csv_files import DatasetCSVError
+from monai_diff3m.data.dataset_csv import read_dataset_csv
 from monai_diff3m.data.dicom import scan_image_folder
 
 HEADER = "Path,Sex,Age,AP/PA,No Finding\n"

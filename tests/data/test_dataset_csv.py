@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from monai_diff3m.data import schema
-from monai_diff3m.data.chexpert import DatasetCSVError, read_dataset_csv
+from monai_diff3m import schema
+from monai_diff3m.data.dataset_csv import DatasetCSVError, read_dataset_csv
 
 
 def _write(tmp_path, rows, columns=None):

@@ -17,7 +17,7 @@ from monai_diff3m.data.dicom import (
     scan_image_folder,
 )
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
-from monai_diff3m.data.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
+from monai_diff3m.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
 
 from dicom_files import write_dicom

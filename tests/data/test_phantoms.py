@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from monai_diff3m.data import phantoms, schema
-from monai_diff3m.data.chexpert import read_dataset_csv
+from monai_diff3m import schema
+from monai_diff3m.data import phantoms
+from monai_diff3m.data.dataset_csv import read_dataset_csv
 from monai_diff3m.data.phantoms import (
     LESION_TYPES,
     ensure_phantom_dataset,

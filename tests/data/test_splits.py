@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.splits import SplitError, patient_ids, split_by_patient, write_patient_splits
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.metrics.anomaly_metrics import (
     BOOTSTRAP_METRICS,
     UNKNOWN_GROUP,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.metrics.anomaly_metrics import bootstrap_interval
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRFeatures, EHRNormalisedScore
 

@@ -130,8 +130,8 @@ def test_pooled_attention_weights_follow_the_query():
 
 def test_soft_recombination_on_a_hand_computed_case():
     """At t/T = 0.4 the softened masks are 1 on a branch's own pixels and 0.4 on the others (authors' x̃_t)."""
+    from monai_diff3m.networks import checkerboard_masks, soften_mask
     from monai_diff3m.networks.diff3m_unet import recombine_checkerboard
-    from monai_diff3m.transforms import checkerboard_masks, soften_mask
 
     m1, m2 = checkerboard_masks((2, 2))  # m1 = [[0, 1], [1, 0]]
     t = torch.tensor([400])

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from preprocessing.common import InputTableError, MissingColumnError
 from preprocessing.mimic import layout, step1_omr_ehr
 

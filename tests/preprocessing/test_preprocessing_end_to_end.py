@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from monai_diff3m.data import schema
-from monai_diff3m.data.chexpert import IMAGE_KEY, LABEL_KEY, read_dataset_csv
+from monai_diff3m import schema
+from monai_diff3m.data.dataset_csv import IMAGE_KEY, LABEL_KEY, read_dataset_csv
 from preprocessing import chexpert
 from preprocessing.mimic import layout, run_all
 from preprocessing.mimic.synthetic import write_synthetic_mimic

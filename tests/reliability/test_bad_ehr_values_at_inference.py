@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.records import transform_or_report
 from monai_diff3m.transforms import EHRStatistics, EncodeEHRd
 

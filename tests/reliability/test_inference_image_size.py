@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.phantoms import render_case
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from monai_diff3m.engines import read_checkpoint
+from monai_diff3m.checkpoints import read_checkpoint
 from monai_diff3m.handlers import CheckpointWriter
 
 WRITERS = {

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.transforms import (
     EHRStatistics,
     EHRStatisticsError,

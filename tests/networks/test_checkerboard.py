@@ -1,6 +1,6 @@
 import torch
 
-from monai_diff3m.transforms import checkerboard_masks, soften_mask
+from monai_diff3m.networks import checkerboard_masks, soften_mask
 
 
 def test_checkerboard_is_pixel_level_and_complementary():

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from monai_diff3m.engines import checkpoint_metadata, load_network_weights, network_from_checkpoint, start_stage2
+from monai_diff3m.checkpoints import checkpoint_metadata, load_network_weights, network_from_checkpoint
+from monai_diff3m.engines import start_stage2
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
 

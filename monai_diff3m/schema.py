@@ -3,7 +3,8 @@
 Every reader (CheXpert, MIMIC, DICOM folders, phantoms) writes and every transform reads these names, so a CSV
 produced by ``preprocessing/`` or by the phantom generator loads into the bundles without renaming.
 The layout follows CheXpert's ``train.csv`` (``Path, Sex, Age, Frontal/Lateral, AP/PA, No Finding``) and adds
-the MIMIC-IV ``omr`` measurements in their native units.
+the MIMIC-IV ``omr`` measurements in their native units. The module lies outside ``data`` and ``transforms``
+because both read it (so do ``metrics``, ``handlers`` and ``preprocessing``): neither imports the other for it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Reading CheXpert-format dataset CSVs into MONAI record lists.
+"""The dataset CSV reader: one CSV layout (CheXpert's columns) into MONAI record lists, for every dataset.
 
 CheXpert, the MIMIC pipeline in ``preprocessing/`` and the phantom generator all write the same CSV layout
-(``monai_diff3m.data.schema``), so this one reader serves every dataset the bundles train or evaluate on.
+(``monai_diff3m.schema``), so this one reader serves every dataset the bundles train or evaluate on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from monai_diff3m.data import schema
+from monai_diff3m import schema
 from monai_diff3m.data.csv_files import DatasetCSVError, read_csv_file
 from monai_diff3m.data.splits import SplitError, patient_ids
 

@@ -1,0 +1,128 @@
+"""The package's layers point one way: the import graph between its rooms (subpackages and top-level modules) has
+no cycle, and networks import no transforms.
+
+Run as a script to print the graph: ``python tests/test_package_layout.py [package folder]``.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = "monai_diff3m"
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
+
+
+def _room(module: str) -> str | None:
+    """The room of a dotted module name inside the package (``monai_diff3m.data.schema`` -> ``data``)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == PACKAGE and len(parts) > 1 else None
+
+
+def _imported_modules(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        anchor = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+        base = ".".join([*anchor, base] if base else anchor)
+    # ``from monai_diff3m import schema`` imports a module named by the alias
+    return [f"{base}.{alias.name}" for alias in node.names] if base == PACKAGE else [base]
+
+
+def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Room -> rooms it imports (any import, module-level or inside a function); the root ``__init__`` is left out
+    because it only re-exports every room."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        relative = path.relative_to(package_dir.parent).with_suffix("")
+        parts = list(relative.parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        module = ".".join(parts)
+        source = _room(module)
+        if source is None or "bundle" in parts[1:2]:
+            continue
+        targets = graph.setdefault(source, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for imported in _imported_modules(node, module, is_package):
+                target = _room(imported)
+                if target is not None and target != source:
+                    targets.add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one room (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    lowlink: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(room: str) -> None:
+        index[room] = lowlink[room] = len(index)
+        stack.append(room)
+        for target in sorted(graph.get(room, ())):
+            if target not in index:
+                visit(target)
+                lowlink[room] = min(lowlink[room], lowlink[target])
+            elif target in stack:
+                lowlink[room] = min(lowlink[room], index[target])
+        if lowlink[room] == index[room]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == room:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for room in sorted(graph):
+        if room not in index:
+            visit(room)
+    return found
+
+
+def graph_text(graph: dict[str, set[str]]) -> str:
+    lines = [f"{room:<18} -> {', '.join(sorted(targets)) or '(nothing)'}" for room, targets in sorted(graph.items())]
+    lines.append(f"cycles: {cycles(graph) or 'none'}")
+    return "\n".join(lines)
+
+
+def test_the_import_graph_has_no_cycle():
+    """``data`` and ``transforms`` imported each other (``data.dicom`` -> ``transforms.image``,
+    ``transforms.ehr`` -> ``data.schema``)."""
+    graph = import_graph()
+    assert {"networks", "transforms", "data", "engines", "inferers", "handlers", "metrics"} <= set(graph)
+    assert cycles(graph) == [], graph_text(graph)
+
+
+def test_networks_import_no_transforms_and_data_imports_only_what_lies_below_it():
+    """``networks.diff3m_unet`` imported ``transforms.masking`` for the checkerboard masks."""
+    graph = import_graph()
+    assert "transforms" not in graph["networks"] and "data" not in graph["networks"], graph_text(graph)
+    assert graph["transforms"].isdisjoint({"data", "engines", "inferers", "handlers", "metrics"}), graph_text(graph)
+
+
+def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
+    """``python -m monai_diff3m.data.phantoms`` printed runpy's RuntimeWarning: the package's ``__init__`` had
+    imported the module before runpy ran it as ``__main__``."""
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", f"{PACKAGE}.data.phantoms", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
+    assert "usage:" in run.stdout
+
+
+if __name__ == "__main__":
+    print(graph_text(import_graph(Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE_DIR)))
