@@ -38,8 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     scores = rng.normal(size=args.cases) + 0.8 * labels
 
     def scipy_interval() -> tuple[float, float]:
-        result = stats.bootstrap((labels, scores), roc_auc_score, paired=True, vectorized=False,
-                                 n_resamples=args.resamples, method="percentile", rng=np.random.default_rng(0))
+        result = stats.bootstrap(
+            (labels, scores),
+            roc_auc_score,
+            paired=True,
+            vectorized=False,
+            n_resamples=args.resamples,
+            method="percentile",
+            rng=np.random.default_rng(0),
+        )
         return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
     def project_interval() -> tuple[float, float]:

@@ -36,8 +36,15 @@ def _run_phase(phase: str, folder: Path, images: int, omr_rows: int) -> None:
     elif phase == "step1":
         step1_omr_ehr.run(mimic_cxr, mimic_iv, folder / "step1_work")
     else:
-        arguments = ["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--output", str(output),
-                     "--skip-existence-check"]
+        arguments = [
+            "--mimic-cxr",
+            str(mimic_cxr),
+            "--mimic-iv",
+            str(mimic_iv),
+            "--output",
+            str(output),
+            "--skip-existence-check",
+        ]
         run_all.run_all(run_all.build_parser().parse_args(arguments))
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -45,8 +52,18 @@ def _run_phase(phase: str, folder: Path, images: int, omr_rows: int) -> None:
 
 
 def _measure(phase: str, folder: Path, images: int, omr_rows: int) -> dict[str, float]:
-    command = [sys.executable, __file__, "--phase", phase, "--folder", str(folder), "--images", str(images),
-               "--omr-rows", str(omr_rows)]
+    command = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--folder",
+        str(folder),
+        "--images",
+        str(images),
+        "--omr-rows",
+        str(omr_rows),
+    ]
     result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -103,9 +103,7 @@ def csv_dataset(
     return Dataset(name, {split: str(path) for split, path in csvs.items()}, train, {"image_root": root})
 
 
-def run_method(
-    overrides: Mapping[str, Any], dataset: Dataset, seed: int, common: Mapping[str, Any]
-) -> dict[str, Any]:
+def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common: Mapping[str, Any]) -> dict[str, Any]:
     """Train one method, choose its image score on validation, and evaluate the test split.
 
     Returns the test ``metrics.json`` plus ``selected_score``, the validation AUROCs it was chosen from, timings,
@@ -126,13 +124,22 @@ def run_method(
         **dataset.score_overrides,
     }
     started = time.perf_counter()
-    run("training", config_file=config_files("train.json", *dataset.overlays), ckpt_dir=ckpt_dir,
-        run_name=f"{run_dir}/{name}", **settings)
+    run(
+        "training",
+        config_file=config_files("train.json", *dataset.overlays),
+        ckpt_dir=ckpt_dir,
+        run_name=f"{run_dir}/{name}",
+        **settings,
+    )
     trained = time.perf_counter()
     for split in ("valid", "test"):
-        run("evaluating", config_file=config_files("inference.json", "evaluate.json", *dataset.overlays),
+        run(
+            "evaluating",
+            config_file=config_files("inference.json", "evaluate.json", *dataset.overlays),
             test_csv=dataset.csvs[split],
-            output_dir=str(eval_dir / split), **scoring)
+            output_dir=str(eval_dir / split),
+            **scoring,
+        )
     tested = time.perf_counter()
     validation = json.loads((eval_dir / "valid" / "metrics.json").read_text())
     metrics = json.loads((eval_dir / "test" / "metrics.json").read_text())

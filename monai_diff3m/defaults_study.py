@@ -111,7 +111,10 @@ def run_job(job: Job) -> dict[str, Any]:
     run("training", config_file=config_files("train.json"), **settings)
     trained = time.perf_counter()
     data = load_scoring_data(
-        str(job.folder), settings.get("ieca_mode", "spatial"), job.split["valid"], bool(settings.get("use_pcm", False)),
+        str(job.folder),
+        settings.get("ieca_mode", "spatial"),
+        job.split["valid"],
+        bool(settings.get("use_pcm", False)),
         overrides={"image_root": job.image_root},
     )
     table = pd.DataFrame(
@@ -171,13 +174,24 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "--image-root", default=None, help="folder the CSV's paths are relative to (default: the CSV's)"
     )
     parser.add_argument("--work-dir", required=True, help="folder for splits, models and results")
-    parser.add_argument("--config", type=parse_config, action="append", required=True, dest="configs",
-                        help="name=JSON train.json overrides; repeat for each candidate")
+    parser.add_argument(
+        "--config",
+        type=parse_config,
+        action="append",
+        required=True,
+        dest="configs",
+        help="name=JSON train.json overrides; repeat for each candidate",
+    )
     parser.add_argument("--schedules", type=parse_schedule, nargs="+", default=[parse_schedule("stochastic:50:5")])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split (the main job's default)")
-    parser.add_argument("--set", type=json.loads, default={}, dest="common",
-                        help="JSON train.json overrides for every config, e.g. '{\"max_epochs\": 40}'")
+    parser.add_argument(
+        "--set",
+        type=json.loads,
+        default={},
+        dest="common",
+        help="JSON train.json overrides for every config, e.g. '{\"max_epochs\": 40}'",
+    )
     parser.add_argument("--workers", type=int, default=1, help="jobs run at once, each in its own process")
     args = parser.parse_args(argv)
 

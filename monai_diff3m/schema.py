@@ -32,8 +32,18 @@ FRONTAL = "Frontal"
 SEX_SPELLINGS = {"M": "Male", "MALE": "Male", "F": "Female", "FEMALE": "Female"}
 SEX_MISSING_SPELLINGS = ("O", "OTHER", "U", "UNKNOWN")
 #: Patient positions that may follow AP/PA without changing the projection (``AP SUPINE``, ``PA_ERECT``).
-VIEW_POSITION_QUALIFIERS = ("SUPINE", "ERECT", "SEMI-ERECT", "SEMIERECT", "UPRIGHT", "SITTING", "STANDING",
-                            "PORTABLE", "MOBILE", "HORIZONTAL")
+VIEW_POSITION_QUALIFIERS = (
+    "SUPINE",
+    "ERECT",
+    "SEMI-ERECT",
+    "SEMIERECT",
+    "UPRIGHT",
+    "SITTING",
+    "STANDING",
+    "PORTABLE",
+    "MOBILE",
+    "HORIZONTAL",
+)
 #: Lateral and decubitus codes (CheXpert ``AP/PA``, DICOM ``ViewPosition``): Diff3M is frontal-only.
 LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
 
@@ -117,6 +127,7 @@ def anomaly_label(no_finding: Any) -> int:
     if value not in (0.0, 1.0):
         raise ValueError(f"column {NO_FINDING!r} must be 1 (normal), 0 or blank (abnormal), got {no_finding!r}")
     return 0 if value == 1.0 else 1
+
 
 #: Oldest plausible age in years; larger values are data-entry errors, rejected rather than silently encoded.
 MAX_AGE_YEARS = 120.0

@@ -114,8 +114,12 @@ def prepare_chexpert(
     frame[SPLIT] = patient_split(frame[schema.PATIENT_ID], valid_fraction, test_fraction, seed)
     parts = split_frames(frame)
     write_splits(parts, output_dir)
-    settings = {"uncertain_policy": uncertain_policy, "valid_fraction": valid_fraction,
-                "test_fraction": test_fraction, "seed": seed}
+    settings = {
+        "uncertain_policy": uncertain_policy,
+        "valid_fraction": valid_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
     summary = summarise(parts, extra={**counts, **settings})
     save_summary(summary, output_dir)
     print(format_summary(summary))
@@ -126,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chexpert-root", type=Path, required=True, help="folder with CheXpert train.csv, valid.csv")
     parser.add_argument("--output", type=Path, required=True, help="folder for train/valid/test CSVs")
-    parser.add_argument("--uncertain-policy", choices=UNCERTAIN_POLICIES, default="abnormal",
-                        help="label of studies whose only findings are uncertain (-1); default: reference rule")
+    parser.add_argument(
+        "--uncertain-policy",
+        choices=UNCERTAIN_POLICIES,
+        default="abnormal",
+        help="label of studies whose only findings are uncertain (-1); default: reference rule",
+    )
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="share of patients for validation")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients for test")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
@@ -137,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_input_error():
-        prepare_chexpert(args.chexpert_root, args.output, args.uncertain_policy, args.valid_fraction,
-                         args.test_fraction, args.seed)
+        prepare_chexpert(
+            args.chexpert_root, args.output, args.uncertain_policy, args.valid_fraction, args.test_fraction, args.seed
+        )
 
 
 if __name__ == "__main__":

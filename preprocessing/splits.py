@@ -16,7 +16,15 @@ from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
 
 __all__ = [
-    "SPLIT", "TRAIN", "VALID", "TEST", "SPLITS", "OUTPUT_COLUMNS", "patient_split", "split_frames", "write_splits"
+    "SPLIT",
+    "TRAIN",
+    "VALID",
+    "TEST",
+    "SPLITS",
+    "OUTPUT_COLUMNS",
+    "patient_split",
+    "split_frames",
+    "write_splits",
 ]
 
 #: Intermediate column holding the split of each row (not part of the bundle schema).

@@ -31,4 +31,3 @@ def test_a_fixed_score_overrides_the_validated_choice():
 
 def test_default_methods_differ_only_in_the_ehr_switch():
     assert [METHODS[name]["ieca_mode"] for name in DEFAULT_METHODS] == ["spatial", "none"]
-

@@ -56,9 +56,7 @@ def read_dataset_csv(
     table = read_csv_file(csv_path, "dataset CSV", dtype={schema.PATH: str, schema.MASK: str, schema.LESION: str})
     missing = [column for column in schema.REQUIRED_COLUMNS if column not in table.columns]
     if missing:
-        raise DatasetCSVError(
-            f"dataset CSV {csv_path} lacks required column(s) {missing}; found {list(table.columns)}"
-        )
+        raise DatasetCSVError(f"dataset CSV {csv_path} lacks required column(s) {missing}; found {list(table.columns)}")
     if table.empty:
         raise DatasetCSVError(f"dataset CSV {csv_path} has a header but no rows")
     duplicated = table[schema.PATH][table[schema.PATH].duplicated()].tolist()
@@ -115,6 +113,15 @@ def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:
 
 
 _SCHEMA_COLUMNS = frozenset(
-    (schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW, schema.NO_FINDING,
-     schema.LESION, *schema.MIMIC_EHR_COLUMNS)
+    (
+        schema.PATH,
+        schema.PATIENT_ID,
+        schema.SEX,
+        schema.AGE,
+        schema.FRONTAL_LATERAL,
+        schema.VIEW,
+        schema.NO_FINDING,
+        schema.LESION,
+        *schema.MIMIC_EHR_COLUMNS,
+    )
 )

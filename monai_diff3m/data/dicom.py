@@ -235,8 +235,13 @@ def scan_image_folder(
     for path, lines in sorted(claims.items(), key=lambda item: item[1][0]):
         if len(lines) > 1:
             paths = ", ".join(f"row {line} {str(named[line])!r}" for line in lines)
-            failures.append((str(path), f"several rows of {ehr_csv} name this image ({paths}): its EHR is ambiguous, "
-                                        "so it is not scored; keep one row per image"))
+            failures.append(
+                (
+                    str(path),
+                    f"several rows of {ehr_csv} name this image ({paths}): its EHR is ambiguous, "
+                    "so it is not scored; keep one row per image",
+                )
+            )
             continue
         line = lines[0]
         try:

@@ -441,13 +441,13 @@ def measure_chest(image: np.ndarray) -> ChestMeasurements:
     right_cols = np.nonzero(right_lung.any(axis=0))[0]
     if right_cols.size == 0 or not (lungs & ~right_lung).any():
         raise ValueError("measure_chest found only one lung field; expected one on each side of the midline")
-    band = right_cols[len(right_cols) // 3: max(len(right_cols) // 3 + 1, 2 * len(right_cols) // 3)]
+    band = right_cols[len(right_cols) // 3 : max(len(right_cols) // 3 + 1, 2 * len(right_cols) // 3)]
     bottoms = height - 1 - np.argmax(right_lung[::-1, band], axis=0)
     dome_top = int(bottoms.min())
     first_row = int(rows.min() + 0.5 * (dome_top - rows.min()))
 
     column = np.arange(width)[None, :]
-    section = lungs[first_row: dome_top + 1]
+    section = lungs[first_row : dome_top + 1]
     left_inner = np.where(section & (column < midline), column, -1).max(axis=1)
     right_inner = np.where(section & (column > midline), column, width).min(axis=1)
     valid = (left_inner >= 0) & (right_inner < width)
@@ -548,8 +548,18 @@ def _csv_row(case: PhantomCase, split: str, index: int, missing: np.ndarray) -> 
 
 
 def _write_split(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
-               schema.NO_FINDING, *schema.MIMIC_EHR_COLUMNS, schema.MASK, schema.LESION]
+    columns = [
+        schema.PATH,
+        schema.PATIENT_ID,
+        schema.SEX,
+        schema.AGE,
+        schema.FRONTAL_LATERAL,
+        schema.VIEW,
+        schema.NO_FINDING,
+        *schema.MIMIC_EHR_COLUMNS,
+        schema.MASK,
+        schema.LESION,
+    ]
     table = pd.DataFrame(rows, columns=columns)
     for column in (schema.SYSTOLIC, schema.DIASTOLIC):
         table[column] = table[column].round().astype("Int64")
@@ -720,8 +730,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
     parser.add_argument("--anomaly-fraction", type=float, default=0.5, help="abnormal share of valid/test")
     parser.add_argument("--missing-fraction", type=float, default=0.05, help="probability of a missing EHR value")
-    parser.add_argument("--lesion-types", nargs="+", default=list(LESION_TYPES), choices=LESION_TYPES,
-                        help="lesions dealt out to abnormal images")
+    parser.add_argument(
+        "--lesion-types",
+        nargs="+",
+        default=list(LESION_TYPES),
+        choices=LESION_TYPES,
+        help="lesions dealt out to abnormal images",
+    )
     args = parser.parse_args(argv)
     try:
         paths = ensure_phantom_dataset(

@@ -108,8 +108,10 @@ def split_by_patient(
     split_of_patient = {}
     for patient, films in zip(counts.index, counts[["normal", "abnormal"]].to_numpy(dtype=float)):
         # the split whose shortfall, relative to the class totals, this patient's films fill best
-        costs = [np.square((assigned + np.eye(len(SPLITS))[index][:, None] * films) / totals - targets).sum()
-                 for index in range(len(SPLITS))]
+        costs = [
+            np.square((assigned + np.eye(len(SPLITS))[index][:, None] * films) / totals - targets).sum()
+            for index in range(len(SPLITS))
+        ]
         choice = int(np.argmin(costs))
         assigned[choice] += films
         split_of_patient[patient] = SPLITS[choice]

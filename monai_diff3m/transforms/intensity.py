@@ -72,7 +72,11 @@ class NormaliseChestXRayd(MapTransform):
             )
         else:
             self.transform = HistogramNormalized(
-                keys, num_bins=256, min=low, max=high, allow_missing_keys=allow_missing_keys  # type: ignore[arg-type]
+                keys,
+                num_bins=256,
+                min=low,
+                max=high,
+                allow_missing_keys=allow_missing_keys,  # type: ignore[arg-type]
             )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

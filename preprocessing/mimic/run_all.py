@@ -41,13 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """Run steps 1-5 with the options parsed by :func:`build_parser`; return step 5's summary."""
     work_dir = args.work_dir or args.output / "work"
-    step1_omr_ehr.run(args.mimic_cxr, args.mimic_iv, work_dir, args.window_days, args.part_images, args.chunk_rows,
-                      args.omr_names)
+    step1_omr_ehr.run(
+        args.mimic_cxr, args.mimic_iv, work_dir, args.window_days, args.part_images, args.chunk_rows, args.omr_names
+    )
     step2_concatenate.run(work_dir)
     step3_join.run(args.mimic_cxr, args.mimic_iv, work_dir, args.uncertain_policy, args.age)
     step4_filter_existing.run(args.mimic_cxr, work_dir, check_files=not args.skip_existence_check)
-    return step5_summarise.run(work_dir, args.output, args.drop_support_devices, args.drop_incomplete_ehr, args.split,
-                               args.valid_fraction, args.test_fraction, args.seed)
+    return step5_summarise.run(
+        work_dir,
+        args.output,
+        args.drop_support_devices,
+        args.drop_incomplete_ehr,
+        args.split,
+        args.valid_fraction,
+        args.test_fraction,
+        args.seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

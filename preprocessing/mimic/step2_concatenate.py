@@ -45,8 +45,9 @@ def run(work_dir: Path) -> Path:
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
     if len(combined) != manifest["images"]:
-        raise InputTableError(f"{parts_dir}: parts hold {len(combined)} rows, {manifest_path} expects "
-                              f"{manifest['images']} images")
+        raise InputTableError(
+            f"{parts_dir}: parts hold {len(combined)} rows, {manifest_path} expects {manifest['images']} images"
+        )
     duplicated = combined[layout.DICOM_ID].duplicated()
     if duplicated.any():
         first = shown(combined[layout.DICOM_ID][duplicated].iloc[0])

@@ -49,8 +49,9 @@ _STUDY_YEAR = "study_year"
 def _check_values(frame: pd.DataFrame, column: str, allowed: Collection[str], path: Path) -> None:
     bad = ~frame[column].isin(list(allowed))
     if bad.any():
-        raise InputTableError(f"{path}: column {column!r} must be one of {sorted(allowed)}; "
-                              f"found {shown(frame[column][bad].iloc[0])}")
+        raise InputTableError(
+            f"{path}: column {column!r} must be one of {sorted(allowed)}; found {shown(frame[column][bad].iloc[0])}"
+        )
 
 
 def _read_frontal_images(path: Path) -> pd.DataFrame:
@@ -72,18 +73,19 @@ def _read_labels(path: Path, uncertain_policy: str) -> pd.DataFrame:
     table = read_table(path, (*keys, *LABEL_COLUMNS), integer_columns=keys)
     duplicated = table.duplicated(keys)
     if duplicated.any():
-        raise InputTableError(f"{path}: columns {keys} must identify one study per row; "
-                              f"{table.loc[duplicated, keys].iloc[0].tolist()} appears twice")
-    return pd.concat(
-        [table[keys], normal_label(table, uncertain_policy, path), has_support_devices(table)], axis=1
-    )
+        raise InputTableError(
+            f"{path}: columns {keys} must identify one study per row; "
+            f"{table.loc[duplicated, keys].iloc[0].tolist()} appears twice"
+        )
+    return pd.concat([table[keys], normal_label(table, uncertain_policy, path), has_support_devices(table)], axis=1)
 
 
 def _read_split(path: Path) -> pd.DataFrame:
     table = read_table(path, (layout.DICOM_ID, layout.OFFICIAL_SPLIT), dtype={layout.DICOM_ID: str})
     _check_values(table, layout.OFFICIAL_SPLIT, layout.OFFICIAL_SPLIT_NAMES, path)
-    return pd.DataFrame({layout.DICOM_ID: table[layout.DICOM_ID],
-                         SPLIT: table[layout.OFFICIAL_SPLIT].map(layout.OFFICIAL_SPLIT_NAMES)})
+    return pd.DataFrame(
+        {layout.DICOM_ID: table[layout.DICOM_ID], SPLIT: table[layout.OFFICIAL_SPLIT].map(layout.OFFICIAL_SPLIT_NAMES)}
+    )
 
 
 def _read_patients(path: Path) -> pd.DataFrame:
@@ -98,8 +100,9 @@ def _count_dropped(before: int, after: pd.DataFrame, reason: str) -> None:
         progress(f"step3: dropped {before - len(after):,} images {reason}")
 
 
-def run(mimic_cxr: Path, mimic_iv: Path, work_dir: Path, uncertain_policy: str = "abnormal",
-        age: str = "study") -> Path:
+def run(
+    mimic_cxr: Path, mimic_iv: Path, work_dir: Path, uncertain_policy: str = "abnormal", age: str = "study"
+) -> Path:
     """Join images, labels, split, patients and step 2's EHR; write and return ``<work>/joined.csv``.
 
     Args:
@@ -143,8 +146,9 @@ def run(mimic_cxr: Path, mimic_iv: Path, work_dir: Path, uncertain_policy: str =
     shift = joined[_STUDY_YEAR] - joined[layout.ANCHOR_YEAR] if age == "study" else 0
     output = pd.DataFrame(
         {
-            schema.PATH: layout.image_paths(joined[layout.SUBJECT_ID], joined[layout.STUDY_ID],
-                                            joined[layout.DICOM_ID]),
+            schema.PATH: layout.image_paths(
+                joined[layout.SUBJECT_ID], joined[layout.STUDY_ID], joined[layout.DICOM_ID]
+            ),
             schema.PATIENT_ID: joined[layout.SUBJECT_ID],
             schema.SEX: joined[layout.GENDER].map(layout.GENDER_TO_SEX),
             schema.AGE: (anchor_age + shift).astype(float),
@@ -163,10 +167,18 @@ def run(mimic_cxr: Path, mimic_iv: Path, work_dir: Path, uncertain_policy: str =
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Step 3 options, shared with ``run_all``."""
-    parser.add_argument("--uncertain-policy", choices=UNCERTAIN_POLICIES, default="abnormal",
-                        help="label of studies whose only findings are uncertain (-1); default: reference rule")
-    parser.add_argument("--age", choices=AGE_POLICIES, default="study",
-                        help="'study': age at the study date; 'anchor': MIMIC-IV anchor_age (reference)")
+    parser.add_argument(
+        "--uncertain-policy",
+        choices=UNCERTAIN_POLICIES,
+        default="abnormal",
+        help="label of studies whose only findings are uncertain (-1); default: reference rule",
+    )
+    parser.add_argument(
+        "--age",
+        choices=AGE_POLICIES,
+        default="study",
+        help="'study': age at the study date; 'anchor': MIMIC-IV anchor_age (reference)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,8 +66,11 @@ def run(mimic_cxr: Path, work_dir: Path, check_files: bool = True) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Step 4 options, shared with ``run_all``."""
-    parser.add_argument("--skip-existence-check", action="store_true",
-                        help="keep rows whose image is not on disk (CSV preparation without the images)")
+    parser.add_argument(
+        "--skip-existence-check",
+        action="store_true",
+        help="keep rows whose image is not on disk (CSV preparation without the images)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,20 +78,23 @@ def _cxr_tables(rng: np.random.Generator, subjects: np.ndarray, starts: np.ndarr
     study_days = starts[study_subject] + rng.integers(0, 365 * _YEARS_OF_DATA, studies)
     image_study = np.arange(images) // 2
     frontal = np.arange(images) % 2 == 0
-    views = np.where(frontal, rng.choice(["AP", "PA"], images, p=[0.6, 0.4]),
-                     rng.choice(["LATERAL", "LL"], images, p=[0.9, 0.1]))
+    views = np.where(
+        frontal, rng.choice(["AP", "PA"], images, p=[0.6, 0.4]), rng.choice(["LATERAL", "LL"], images, p=[0.9, 0.1])
+    )
     dicom_ids = _hex_ids(rng, images)
-    metadata = pd.DataFrame({
-        layout.DICOM_ID: dicom_ids,
-        layout.SUBJECT_ID: subjects[study_subject[image_study]],
-        layout.STUDY_ID: study_ids[image_study],
-        "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
-        layout.VIEW_POSITION: views,
-        "Rows": 3056,
-        "Columns": 2544,
-        layout.STUDY_DATE: _yyyymmdd(study_days[image_study]),
-        "StudyTime": rng.uniform(0, 235959, images).round(3),
-    })
+    metadata = pd.DataFrame(
+        {
+            layout.DICOM_ID: dicom_ids,
+            layout.SUBJECT_ID: subjects[study_subject[image_study]],
+            layout.STUDY_ID: study_ids[image_study],
+            "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
+            layout.VIEW_POSITION: views,
+            "Rows": 3056,
+            "Columns": 2544,
+            layout.STUDY_DATE: _yyyymmdd(study_days[image_study]),
+            "StudyTime": rng.uniform(0, 235959, images).round(3),
+        }
+    )
     normal = rng.random(studies) < 0.35
     labels = {layout.SUBJECT_ID: subjects[study_subject], layout.STUDY_ID: study_ids}
     labels[LABEL_COLUMNS[0]] = np.where(normal, 1.0, np.nan)
@@ -99,12 +102,14 @@ def _cxr_tables(rng: np.random.Generator, subjects: np.ndarray, starts: np.ndarr
         drawn = rng.choice([1.0, 0.0, -1.0, np.nan], studies, p=[0.15, 0.1, 0.05, 0.7])
         labels[name] = np.where(normal & (drawn != 0.0) & (name != SUPPORT_DEVICES), np.nan, drawn)
     subject_split = rng.choice(list(layout.OFFICIAL_SPLIT_NAMES), len(subjects), p=[0.8, 0.1, 0.1])
-    split = pd.DataFrame({
-        layout.DICOM_ID: dicom_ids,
-        layout.STUDY_ID: metadata[layout.STUDY_ID],
-        layout.SUBJECT_ID: metadata[layout.SUBJECT_ID],
-        layout.OFFICIAL_SPLIT: subject_split[study_subject[image_study]],
-    })
+    split = pd.DataFrame(
+        {
+            layout.DICOM_ID: dicom_ids,
+            layout.STUDY_ID: metadata[layout.STUDY_ID],
+            layout.SUBJECT_ID: metadata[layout.SUBJECT_ID],
+            layout.OFFICIAL_SPLIT: subject_split[study_subject[image_study]],
+        }
+    )
     return {layout.METADATA: metadata, layout.LABELS: pd.DataFrame(labels), layout.SPLIT_TABLE: split}
 
 
@@ -132,17 +137,23 @@ def _omr(rng: np.random.Generator, subjects: np.ndarray, visits: np.ndarray, row
     for name, column in numbers.items():
         chosen = result == name
         values[chosen] = column[chosen].astype(str)
-    return pd.DataFrame({
-        layout.SUBJECT_ID: subjects[owner],
-        layout.CHARTDATE: np.datetime_as_string(_dates(days)),
-        "seq_num": rng.integers(1, 4, rows),
-        layout.RESULT_NAME: result,
-        layout.RESULT_VALUE: values.to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            layout.SUBJECT_ID: subjects[owner],
+            layout.CHARTDATE: np.datetime_as_string(_dates(days)),
+            "seq_num": rng.integers(1, 4, rows),
+            layout.RESULT_NAME: result,
+            layout.RESULT_VALUE: values.to_numpy(),
+        }
+    )
 
 
 def write_synthetic_mimic(
-    mimic_cxr: Path, mimic_iv: Path, images: int = 300_000, omr_rows: int = 5_000_000, seed: int = 0,
+    mimic_cxr: Path,
+    mimic_iv: Path,
+    images: int = 300_000,
+    omr_rows: int = 5_000_000,
+    seed: int = 0,
     compress: bool = True,
 ) -> dict[str, Path]:
     """Write the five tables the pipeline reads into a MIMIC-CXR-JPG root and a MIMIC-IV root (``hosp/``).
@@ -165,16 +176,21 @@ def write_synthetic_mimic(
     subjects = 10_000_000 + rng.choice(9_000_000, 3 * cxr_subjects, replace=False)
     starts = _FIRST_DAY + rng.integers(0, 365 * 80, len(subjects))
     tables = _cxr_tables(rng, subjects[:cxr_subjects], starts[:cxr_subjects], images)
-    anchor_years = (starts.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
-                    + rng.integers(0, 3, len(subjects)))
-    patients = pd.DataFrame({
-        layout.SUBJECT_ID: subjects,
-        layout.GENDER: rng.choice(list(layout.GENDER_TO_SEX), len(subjects)),
-        layout.ANCHOR_AGE: rng.integers(18, 92, len(subjects)),
-        layout.ANCHOR_YEAR: anchor_years,
-        "anchor_year_group": "2008 - 2010",
-        "dod": np.nan,
-    })
+    anchor_years = (
+        starts.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64)
+        + 1970
+        + rng.integers(0, 3, len(subjects))
+    )
+    patients = pd.DataFrame(
+        {
+            layout.SUBJECT_ID: subjects,
+            layout.GENDER: rng.choice(list(layout.GENDER_TO_SEX), len(subjects)),
+            layout.ANCHOR_AGE: rng.integers(18, 92, len(subjects)),
+            layout.ANCHOR_YEAR: anchor_years,
+            "anchor_year_group": "2008 - 2010",
+            "dod": np.nan,
+        }
+    )
     written = {stem: _write([frame], Path(mimic_cxr), stem, compress) for stem, frame in tables.items()}
     hosp = Path(mimic_iv) / "hosp"
     written[layout.PATIENTS] = _write([patients], hosp, layout.PATIENTS, compress)

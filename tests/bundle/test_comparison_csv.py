@@ -29,8 +29,13 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
     common = {"bundle_root": str(tmp_path / "bundle"), "max_epochs": 1, "batch_size": 8, **TINY_NETWORK}
     results = compare(dataset, ["Diff3M (EHR, spatial IECA)", "Image-only diffusion"], [0], common, num_bootstrap=50)
 
-    assert list(results) == ["Diff3M (EHR, spatial IECA)", "Image-only diffusion", EHR_ONLY,
-                             "Diff3M (EHR, spatial IECA), EHR-normalised", "Image-only diffusion, EHR-normalised"]
+    assert list(results) == [
+        "Diff3M (EHR, spatial IECA)",
+        "Image-only diffusion",
+        EHR_ONLY,
+        "Diff3M (EHR, spatial IECA), EHR-normalised",
+        "Image-only diffusion, EHR-normalised",
+    ]
     diff3m = results["Diff3M (EHR, spatial IECA)"]
     assert diff3m["selected_score"] in diff3m["scores"] and diff3m["bootstrap"]["unit"].startswith("patient")
     assert diff3m["n"] == len(splits["test"]) and diff3m["seed_auroc"] == [

@@ -17,9 +17,22 @@ def test_study_trains_each_config_and_seed_and_scores_validation_only(tmp_path):
     csv = tmp_path / "films" / "labels.csv"
     table.to_csv(csv, index=False)
     common = {"max_epochs": 1, "batch_size": 8, "ehr_groups": ["demographics"], **TINY_NETWORK}
-    argv = ["--dataset-csv", str(csv), "--work-dir", str(tmp_path / "study"), "--seeds", "0", "1",
-            "--config", "image_only={\"ieca_mode\": \"none\"}",
-            "--set", json.dumps(common), "--schedules", "stochastic:50:2", "ddim_inversion:10:1"]
+    argv = [
+        "--dataset-csv",
+        str(csv),
+        "--work-dir",
+        str(tmp_path / "study"),
+        "--seeds",
+        "0",
+        "1",
+        "--config",
+        'image_only={"ieca_mode": "none"}',
+        "--set",
+        json.dumps(common),
+        "--schedules",
+        "stochastic:50:2",
+        "ddim_inversion:10:1",
+    ]
     summary = main(argv)
 
     for config in ("image_only",):

@@ -53,9 +53,15 @@ def test_ckpt_export_traces_the_trained_network_with_its_checkpoint_weights(trai
     checkpoint = trained_bundle / "models" / "diff3m_pooled_best.pt"
     exported = tmp_path / "diff3m_pooled.ts"
     ckpt_export(
-        net_id="network_def", filepath=str(exported), ckpt_file=str(checkpoint), key_in_ckpt="network",
-        config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"),
-        use_trace=True, input_shape=[1, 1, 32, 32], **scoring_overrides(trained_bundle),
+        net_id="network_def",
+        filepath=str(exported),
+        ckpt_file=str(checkpoint),
+        key_in_ckpt="network",
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        use_trace=True,
+        input_shape=[1, 1, 32, 32],
+        **scoring_overrides(trained_bundle),
     )
     image = torch.rand(2, 1, 32, 32) * 2 - 1
     expected = Diff3MNoisePredictor(network_from_checkpoint(checkpoint)).eval()(image)

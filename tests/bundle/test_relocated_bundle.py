@@ -43,8 +43,15 @@ def test_a_copied_bundle_trains_infers_and_evaluates_where_it_lies(tmp_path, mon
     _bundle_command(
         bundle, "run", "--config_file", "configs/inference.json", "--args_file", str(tmp_path / "scoring.json")
     )
-    _bundle_command(bundle, "run", "evaluating", "--config_file", "['configs/inference.json','configs/evaluate.json']",
-                    "--args_file", str(tmp_path / "scoring.json"))
+    _bundle_command(
+        bundle,
+        "run",
+        "evaluating",
+        "--config_file",
+        "['configs/inference.json','configs/evaluate.json']",
+        "--args_file",
+        str(tmp_path / "scoring.json"),
+    )
 
     assert sorted(path.name for path in (bundle / "models").glob("*.pt")) == [
         "diff3m_pooled_best.pt",

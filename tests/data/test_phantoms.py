@@ -50,23 +50,40 @@ def _measured_normals(root, table):
 
 
 def _ehr_design(table):
-    return np.column_stack([
-        np.ones(len(table)),
-        table[schema.AGE],
-        table[schema.SEX] == schema.SEX_VALUES[0],
-        table[schema.VIEW] == schema.VIEW_VALUES[0],
-        table[schema.BMI],
-        table[schema.SYSTOLIC],
-    ]).astype(float)
+    return np.column_stack(
+        [
+            np.ones(len(table)),
+            table[schema.AGE],
+            table[schema.SEX] == schema.SEX_VALUES[0],
+            table[schema.VIEW] == schema.VIEW_VALUES[0],
+            table[schema.BMI],
+            table[schema.SYSTOLIC],
+        ]
+    ).astype(float)
 
 
 def test_layout_columns_and_values_follow_schema(dataset):
     root, tables = dataset
     assert sorted(p.name for p in root.iterdir()) == [
-        "images", "masks", "phantoms.json", "test.csv", "train.csv", "valid.csv"
+        "images",
+        "masks",
+        "phantoms.json",
+        "test.csv",
+        "train.csv",
+        "valid.csv",
     ]
-    expected_columns = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
-                        schema.NO_FINDING, *schema.MIMIC_EHR_COLUMNS, schema.MASK, schema.LESION]
+    expected_columns = [
+        schema.PATH,
+        schema.PATIENT_ID,
+        schema.SEX,
+        schema.AGE,
+        schema.FRONTAL_LATERAL,
+        schema.VIEW,
+        schema.NO_FINDING,
+        *schema.MIMIC_EHR_COLUMNS,
+        schema.MASK,
+        schema.LESION,
+    ]
     everything = pd.concat(tables.values(), ignore_index=True)
     for table in tables.values():
         assert list(table.columns) == expected_columns
@@ -202,11 +219,21 @@ def test_cardiomegaly_is_within_the_normal_range_but_too_big_for_the_ehr(dataset
     normal_residual = np.log(normals["heart"].to_numpy()) - design @ coefficients
 
     cases = [render_case(SEED, 1000 + index, 64, "cardiomegaly") for index in range(30)]
-    enlarged = pd.DataFrame([{
-        schema.AGE: case.ehr.age, schema.SEX: case.ehr.sex, schema.VIEW: case.ehr.view, schema.BMI: case.ehr.bmi,
-        schema.SYSTOLIC: case.ehr.systolic, "heart": measure_chest(case.image).heart_width,
-        "ctr": measure_chest(case.image).cardiothoracic_ratio, "mask": case.mask.sum(),
-    } for case in cases])
+    enlarged = pd.DataFrame(
+        [
+            {
+                schema.AGE: case.ehr.age,
+                schema.SEX: case.ehr.sex,
+                schema.VIEW: case.ehr.view,
+                schema.BMI: case.ehr.bmi,
+                schema.SYSTOLIC: case.ehr.systolic,
+                "heart": measure_chest(case.image).heart_width,
+                "ctr": measure_chest(case.image).cardiothoracic_ratio,
+                "mask": case.mask.sum(),
+            }
+            for case in cases
+        ]
+    )
     residual = np.log(enlarged["heart"].to_numpy()) - _ehr_design(enlarged) @ coefficients
     assert (enlarged["mask"] > 0).all()
     assert (enlarged["ctr"] <= normals["ctr"].max()).mean() >= 0.9
@@ -296,8 +323,24 @@ def test_measure_chest_rejects_non_films():
 
 
 def test_cli_generates_prints_counts_and_reuses(tmp_path, capsys):
-    argv = ["--output", str(tmp_path / "cli"), "--num-train", "3", "--num-val", "2", "--num-test", "4",
-            "--image-size", "32", "--seed", "5", "--anomaly-fraction", "0.5", "--missing-fraction", "0.1"]
+    argv = [
+        "--output",
+        str(tmp_path / "cli"),
+        "--num-train",
+        "3",
+        "--num-val",
+        "2",
+        "--num-test",
+        "4",
+        "--image-size",
+        "32",
+        "--seed",
+        "5",
+        "--anomaly-fraction",
+        "0.5",
+        "--missing-fraction",
+        "0.1",
+    ]
     paths = main(argv)
     lines = capsys.readouterr().out.splitlines()
     assert lines == [

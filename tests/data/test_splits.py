@@ -11,8 +11,13 @@ def _table(seed: int = 0) -> pd.DataFrame:
     for patient in range(40):
         for film in range(1 + (patient * 7) % 6):
             normal = patient % 3 == 0 or (patient % 3 == 2 and film % 2 == 0)
-            rows.append({schema.PATH: f"images/{patient:03d}_{film}.png", "Patient ID": patient,
-                         schema.NO_FINDING: 1.0 if normal else None})
+            rows.append(
+                {
+                    schema.PATH: f"images/{patient:03d}_{film}.png",
+                    "Patient ID": patient,
+                    schema.NO_FINDING: 1.0 if normal else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -48,8 +53,14 @@ def test_write_patient_splits_keeps_only_normals_for_training(tmp_path):
 
 
 def test_patient_from_chexpert_or_mimic_path_and_clear_errors():
-    table = pd.DataFrame({schema.PATH: ["CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg",
-                                        "files/p10/p10000032/s50414267/abc.jpg"]})
+    table = pd.DataFrame(
+        {
+            schema.PATH: [
+                "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg",
+                "files/p10/p10000032/s50414267/abc.jpg",
+            ]
+        }
+    )
     assert patient_ids(table).tolist() == ["patient00001", "p10000032"]
     with pytest.raises(SplitError, match="cannot tell patients apart.*'images/x.png'"):
         patient_ids(pd.DataFrame({schema.PATH: ["images/x.png"]}), "labels.csv")

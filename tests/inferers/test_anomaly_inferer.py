@@ -189,8 +189,9 @@ def test_stochastic_noise_follows_the_seed_and_the_pixels():
 def test_scores_are_float32_under_bf16_autocast():
     """``--amp true`` scores under bf16 autocast; the smoothing convolution then returned bf16 and the 99th
     percentile failed ("quantile() input tensor must be either float or double"), as the H200 check found."""
-    network = Diff3MUNet(channels=(8, 8), attention_levels=(False, False), num_head_channels=8, norm_num_groups=8,
-                         ieca_mode="none")
+    network = Diff3MUNet(
+        channels=(8, 8), attention_levels=(False, False), num_head_channels=8, norm_num_groups=8, ieca_mode="none"
+    )
     inferer = Diff3MAnomalyInferer(DDPMScheduler(1000), noise_level=20, num_steps=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         result = inferer(torch.rand(2, 1, 16, 16) * 2 - 1, network.eval())

@@ -11,16 +11,24 @@ COLUMNS = [schema.SEX, schema.AGE, schema.VIEW]
 
 def _table(count: int = 200, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        schema.SEX: rng.choice(["Male", "Female", "M"], count),
-        schema.AGE: rng.integers(20, 90, count).astype(float),
-        schema.VIEW: rng.choice(["AP", "PA", "AP Supine"], count),
-    })
+    return pd.DataFrame(
+        {
+            schema.SEX: rng.choice(["Male", "Female", "M"], count),
+            schema.AGE: rng.integers(20, 90, count).astype(float),
+            schema.VIEW: rng.choice(["AP", "PA", "AP Supine"], count),
+        }
+    )
 
 
 def test_features_encode_sex_view_and_missing_values():
-    table = pd.DataFrame({schema.SEX: ["M", "Female"], schema.AGE: [50.0, np.nan], schema.VIEW: ["AP supine", "PA"],
-                          schema.BMI: [30.0, np.nan]})
+    table = pd.DataFrame(
+        {
+            schema.SEX: ["M", "Female"],
+            schema.AGE: [50.0, np.nan],
+            schema.VIEW: ["AP supine", "PA"],
+            schema.BMI: [30.0, np.nan],
+        }
+    )
     features = EHRFeatures([*COLUMNS, schema.BMI]).fit(table).transform(table)
     assert features.shape == (2, 6)
     assert features[:, 0].tolist() == [1.0, 0.0] and features[:, 3].tolist() == [1.0, 0.0]

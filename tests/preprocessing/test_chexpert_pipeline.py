@@ -12,9 +12,11 @@ from monai_diff3m import schema
 from preprocessing import chexpert
 from preprocessing.common import InputTableError, MissingColumnError
 
-HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,"
-          "Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,"
-          "Fracture,Support Devices").split(",")
+HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,"
+    "Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,"
+    "Fracture,Support Devices"
+).split(",")
 FINDING_COLUMNS = HEADER[6:18]
 
 
@@ -62,8 +64,15 @@ def _outputs(folder: Path) -> dict[str, pd.DataFrame]:
 def test_outputs_are_frontal_patient_split_and_train_holds_normals(chexpert_root, tmp_path):
     summary = chexpert.prepare_chexpert(chexpert_root, tmp_path / "out", seed=3)
     outputs = _outputs(tmp_path / "out")
-    expected_columns = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
-                        schema.NO_FINDING]
+    expected_columns = [
+        schema.PATH,
+        schema.PATIENT_ID,
+        schema.SEX,
+        schema.AGE,
+        schema.FRONTAL_LATERAL,
+        schema.VIEW,
+        schema.NO_FINDING,
+    ]
     for name, frame in outputs.items():
         assert list(frame.columns) == expected_columns, name
         assert (frame[schema.FRONTAL_LATERAL] == schema.FRONTAL).all()
@@ -75,16 +84,21 @@ def test_outputs_are_frontal_patient_split_and_train_holds_normals(chexpert_root
     assert (outputs["train"][schema.NO_FINDING] == 1.0).all()
     assert set(outputs["test"][schema.NO_FINDING]) == set(outputs["valid"][schema.NO_FINDING]) == {0.0, 1.0}
     patients = {name: set(frame[schema.PATIENT_ID]) for name, frame in outputs.items()}
-    assert not (patients["train"] & patients["valid"] or patients["train"] & patients["test"]
-                or patients["valid"] & patients["test"])
+    assert not (
+        patients["train"] & patients["valid"]
+        or patients["train"] & patients["test"]
+        or patients["valid"] & patients["test"]
+    )
 
     raw = pd.concat([pd.read_csv(chexpert_root / "train.csv"), pd.read_csv(chexpert_root / "valid.csv")])
-    usable = raw[(raw["Frontal/Lateral"] == "Frontal") & raw["AP/PA"].isin(["AP", "PA"])
-                 & raw["Sex"].isin(["Male", "Female"])]
+    usable = raw[
+        (raw["Frontal/Lateral"] == "Frontal") & raw["AP/PA"].isin(["AP", "PA"]) & raw["Sex"].isin(["Male", "Female"])
+    ]
     written = pd.concat(outputs.values())
     evaluation_patients = patients["valid"] | patients["test"]
-    train_patient_abnormal = usable[~usable["Path"].str.split("/").str[2].isin(evaluation_patients)
-                                    & (usable["No Finding"] != 1.0)]
+    train_patient_abnormal = usable[
+        ~usable["Path"].str.split("/").str[2].isin(evaluation_patients) & (usable["No Finding"] != 1.0)
+    ]
     assert len(written) + len(train_patient_abnormal) == len(usable)
     assert summary["pipeline"]["dropped_lateral"] == int((raw["Frontal/Lateral"] == "Lateral").sum())
     assert (tmp_path / "out" / "summary.json").is_file()
@@ -115,9 +129,14 @@ def test_paths_follow_the_folder_name_so_the_dataset_root_is_its_parent(tmp_path
 
 def test_uncertain_policy_decides_studies_with_only_uncertain_findings(chexpert_root, tmp_path):
     raw = pd.read_csv(chexpert_root / "train.csv")
-    only_uncertain = (raw["No Finding"] != 1.0) & ~(raw[FINDING_COLUMNS] == 1.0).any(axis=1) & (
-        raw[FINDING_COLUMNS] == -1.0).any(axis=1) & (raw["Frontal/Lateral"] == "Frontal") & raw["AP/PA"].isin(
-        ["AP", "PA"]) & raw["Sex"].isin(["Male", "Female"])
+    only_uncertain = (
+        (raw["No Finding"] != 1.0)
+        & ~(raw[FINDING_COLUMNS] == 1.0).any(axis=1)
+        & (raw[FINDING_COLUMNS] == -1.0).any(axis=1)
+        & (raw["Frontal/Lateral"] == "Frontal")
+        & raw["AP/PA"].isin(["AP", "PA"])
+        & raw["Sex"].isin(["Male", "Female"])
+    )
     assert only_uncertain.sum() > 5
     uncertain_paths = set(raw.loc[only_uncertain, "Path"])
     labels = {}
@@ -144,10 +163,26 @@ def test_missing_column_and_bad_path_name_the_file(chexpert_root, tmp_path):
 
 
 def test_command_line(chexpert_root, tmp_path, capsys):
-    chexpert.main(["--chexpert-root", str(chexpert_root), "--output", str(tmp_path / "out"),
-                   "--uncertain-policy", "exclude", "--seed", "5", "--test-fraction", "0.3"])
+    chexpert.main(
+        [
+            "--chexpert-root",
+            str(chexpert_root),
+            "--output",
+            str(tmp_path / "out"),
+            "--uncertain-policy",
+            "exclude",
+            "--seed",
+            "5",
+            "--test-fraction",
+            "0.3",
+        ]
+    )
     assert "normal" in capsys.readouterr().out
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
-        "summary.json", "test.csv", "train.csv", "valid.csv"]
+        "summary.json",
+        "test.csv",
+        "train.csv",
+        "valid.csv",
+    ]
     with pytest.raises(SystemExit, match="error: .*train.csv"):
         chexpert.main(["--chexpert-root", str(tmp_path / "missing"), "--output", str(tmp_path / "out")])

@@ -16,8 +16,17 @@ from preprocessing.mimic import layout, step1_omr_ehr
 
 STUDY = date(2180, 6, 15)
 OMR_COLUMNS = ["subject_id", "chartdate", "seq_num", "result_name", "result_value"]
-METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-                    "Rows", "Columns", "StudyDate", "StudyTime"]
+METADATA_COLUMNS = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+]
 
 
 def _chartdate(offset_days: int) -> str:
@@ -26,8 +35,20 @@ def _chartdate(offset_days: int) -> str:
 
 def _metadata(rows: list[tuple[str, int, date]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [[dicom, subject, 50_000_000 + index, "CHEST (PA AND LAT)", "PA", 3056, 2544,
-          int(study.strftime("%Y%m%d")), 101010.5] for index, (dicom, subject, study) in enumerate(rows)],
+        [
+            [
+                dicom,
+                subject,
+                50_000_000 + index,
+                "CHEST (PA AND LAT)",
+                "PA",
+                3056,
+                2544,
+                int(study.strftime("%Y%m%d")),
+                101010.5,
+            ]
+            for index, (dicom, subject, study) in enumerate(rows)
+        ],
         columns=METADATA_COLUMNS,
     )
 
@@ -52,33 +73,37 @@ def _ehr(tmp_path: Path, metadata: pd.DataFrame, omr: pd.DataFrame, **options) -
     """Run step 1 and return its parts concatenated, indexed by dicom_id."""
     mimic_cxr, mimic_iv = _write(tmp_path, metadata, omr)
     manifest = json.loads(step1_omr_ehr.run(mimic_cxr, mimic_iv, tmp_path / "work", **options).read_text())
-    parts = [pd.read_csv(tmp_path / "work" / layout.PARTS_DIR / part["file"], dtype={"dicom_id": str})
-             for part in manifest["parts"]]
+    parts = [
+        pd.read_csv(tmp_path / "work" / layout.PARTS_DIR / part["file"], dtype={"dicom_id": str})
+        for part in manifest["parts"]
+    ]
     return pd.concat(parts).set_index("dicom_id")
 
 
 def test_nearest_record_within_window_ties_and_units(tmp_path):
     metadata = _metadata([("a", 10000001, STUDY), ("b", 10000002, STUDY), ("c", 10000003, STUDY)])
-    omr = _omr([
-        # a: nearest BMI is 5 days after (not 20 before); weight tie on one day averaged; height in inches kept
-        (10000001, -20, "BMI (kg/m2)", "30.0"),
-        (10000001, 5, "BMI (kg/m2)", "25.5"),
-        (10000001, 200, "BMI (kg/m2)", "40.0"),
-        (10000001, -3, "Weight (Lbs)", "180"),
-        (10000001, -3, "Weight (Lbs)", "190"),
-        (10000001, 0, "Height (Inches)", "65"),
-        (10000001, 1, "Blood Pressure", "120/80"),
-        (10000001, 0, "Blood Pressure Sitting", "200/100"),
-        (10000001, 0, "Weight", "999"),
-        # b: equidistant records before and after are averaged; 90 days is inside, 91 outside the window
-        (10000002, -10, "Blood Pressure", "110/70"),
-        (10000002, 10, "Blood Pressure", "130/90"),
-        (10000002, 90, "BMI (kg/m2)", "22.0"),
-        (10000002, -91, "Weight (Lbs)", "150"),
-        (10000002, 91, "Height (Inches)", "70"),
-        # subject without images: ignored
-        (19999999, 0, "BMI (kg/m2)", "50.0"),
-    ])
+    omr = _omr(
+        [
+            # a: nearest BMI is 5 days after (not 20 before); weight tie on one day averaged; height in inches kept
+            (10000001, -20, "BMI (kg/m2)", "30.0"),
+            (10000001, 5, "BMI (kg/m2)", "25.5"),
+            (10000001, 200, "BMI (kg/m2)", "40.0"),
+            (10000001, -3, "Weight (Lbs)", "180"),
+            (10000001, -3, "Weight (Lbs)", "190"),
+            (10000001, 0, "Height (Inches)", "65"),
+            (10000001, 1, "Blood Pressure", "120/80"),
+            (10000001, 0, "Blood Pressure Sitting", "200/100"),
+            (10000001, 0, "Weight", "999"),
+            # b: equidistant records before and after are averaged; 90 days is inside, 91 outside the window
+            (10000002, -10, "Blood Pressure", "110/70"),
+            (10000002, 10, "Blood Pressure", "130/90"),
+            (10000002, 90, "BMI (kg/m2)", "22.0"),
+            (10000002, -91, "Weight (Lbs)", "150"),
+            (10000002, 91, "Height (Inches)", "70"),
+            # subject without images: ignored
+            (19999999, 0, "BMI (kg/m2)", "50.0"),
+        ]
+    )
     ehr = _ehr(tmp_path, metadata, omr)
 
     assert ehr.loc["a", schema.BMI] == pytest.approx(25.5)
@@ -95,13 +120,15 @@ def test_nearest_record_within_window_ties_and_units(tmp_path):
 
 def test_positional_blood_pressure_and_bad_values_are_ignored(tmp_path):
     metadata = _metadata([("a", 10000001, STUDY)])
-    omr = _omr([
-        (10000001, 0, "Blood Pressure Sitting", "200/100"),
-        (10000001, 0, "Blood Pressure Standing (1 min)", "190/95"),
-        (10000001, 2, "Blood Pressure", "not measured"),
-        (10000001, 30, "Blood Pressure", "118/76"),
-        (10000001, 0, "BMI (kg/m2)", "n/a"),
-    ])
+    omr = _omr(
+        [
+            (10000001, 0, "Blood Pressure Sitting", "200/100"),
+            (10000001, 0, "Blood Pressure Standing (1 min)", "190/95"),
+            (10000001, 2, "Blood Pressure", "not measured"),
+            (10000001, 30, "Blood Pressure", "118/76"),
+            (10000001, 0, "BMI (kg/m2)", "n/a"),
+        ]
+    )
     ehr = _ehr(tmp_path, metadata, omr)
     assert ehr.loc["a", schema.SYSTOLIC] == pytest.approx(118.0)
     assert ehr.loc["a", schema.DIASTOLIC] == pytest.approx(76.0)
@@ -112,16 +139,18 @@ def test_substring_matching_adds_the_unit_less_names_as_the_authors_code(tmp_pat
     """The authors test ``row[3] in result_name``: "Weight" is in "Weight (Lbs)", "Blood Pressure Sitting" is not in
     "Blood Pressure"."""
     metadata = _metadata([("a", 10000001, STUDY)])
-    omr = _omr([
-        (10000001, 0, "Weight", "200"),
-        (10000001, 0, "Weight (Lbs)", "180"),
-        (10000001, 3, "BMI", "31"),
-        (10000001, 5, "BMI (kg/m2)", "25"),
-        (10000001, -2, "Height", "66"),
-        (10000001, 0, "Blood Pressure Sitting", "200/100"),
-        (10000001, 1, "Blood Pressure", "120/80"),
-        (10000001, 0, "eGFR", "90"),
-    ])
+    omr = _omr(
+        [
+            (10000001, 0, "Weight", "200"),
+            (10000001, 0, "Weight (Lbs)", "180"),
+            (10000001, 3, "BMI", "31"),
+            (10000001, 5, "BMI (kg/m2)", "25"),
+            (10000001, -2, "Height", "66"),
+            (10000001, 0, "Blood Pressure Sitting", "200/100"),
+            (10000001, 1, "Blood Pressure", "120/80"),
+            (10000001, 0, "eGFR", "90"),
+        ]
+    )
     exact = _ehr(tmp_path / "exact", metadata, omr)
     substring = _ehr(tmp_path / "substring", metadata, omr, omr_names="substring")
     assert exact.loc["a", schema.WEIGHT] == 180.0 and exact.loc["a", schema.BMI] == 25.0
@@ -131,7 +160,11 @@ def test_substring_matching_adds_the_unit_less_names_as_the_authors_code(tmp_pat
     assert substring.loc["a", schema.HEIGHT] == 66.0
     assert (substring.loc["a", schema.SYSTOLIC], substring.loc["a", schema.DIASTOLIC]) == (120.0, 80.0)
     assert step1_omr_ehr.feature_aliases(["BMI", "BMI (kg/m2)", "Blood Pressure Sitting", "eGFR"], "substring") == {
-        "BMI (kg/m2)": {"BMI", "BMI (kg/m2)"}, "Blood Pressure": set(), "Height (Inches)": set(), "Weight (Lbs)": set()}
+        "BMI (kg/m2)": {"BMI", "BMI (kg/m2)"},
+        "Blood Pressure": set(),
+        "Height (Inches)": set(),
+        "Weight (Lbs)": set(),
+    }
     with pytest.raises(ValueError, match="omr name matching"):
         step1_omr_ehr.feature_aliases([], "prefix")
 
@@ -142,10 +175,15 @@ def test_chunked_reading_and_parts_match_a_single_pass(tmp_path):
     studies = [STUDY + timedelta(days=int(offset)) for offset in rng.integers(-300, 300, 120)]
     metadata = _metadata([(f"d{index:03d}", int(subjects[index % 40]), study) for index, study in enumerate(studies)])
     names = rng.choice(["BMI (kg/m2)", "Weight (Lbs)", "Height (Inches)", "Blood Pressure", "eGFR"], 3000)
-    values = [f"{rng.integers(90, 160)}/{rng.integers(50, 100)}" if name == "Blood Pressure" else
-              f"{rng.uniform(20, 200):.1f}" for name in names]
-    omr = _omr([(int(rng.choice(subjects)), int(rng.integers(-400, 400)), name, value)
-                for name, value in zip(names, values)])
+    values = [
+        f"{rng.integers(90, 160)}/{rng.integers(50, 100)}"
+        if name == "Blood Pressure"
+        else f"{rng.uniform(20, 200):.1f}"
+        for name in names
+    ]
+    omr = _omr(
+        [(int(rng.choice(subjects)), int(rng.integers(-400, 400)), name, value) for name, value in zip(names, values)]
+    )
     single = _ehr(tmp_path / "single", metadata, omr)
     chunked = _ehr(tmp_path / "chunked", metadata, omr, chunk_rows=97, part_images=7)
     pd.testing.assert_frame_equal(single.sort_index(), chunked.sort_index())

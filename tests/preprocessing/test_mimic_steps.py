@@ -26,8 +26,16 @@ from preprocessing.mimic.step3_join import JOINED_COLUMNS
 from preprocessing.mimic.synthetic import write_synthetic_mimic
 from preprocessing.splits import SPLIT
 
-FINAL_COLUMNS = [schema.PATH, schema.PATIENT_ID, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, schema.VIEW,
-                 schema.NO_FINDING, *schema.MIMIC_EHR_COLUMNS]
+FINAL_COLUMNS = [
+    schema.PATH,
+    schema.PATIENT_ID,
+    schema.SEX,
+    schema.AGE,
+    schema.FRONTAL_LATERAL,
+    schema.VIEW,
+    schema.NO_FINDING,
+    *schema.MIMIC_EHR_COLUMNS,
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +64,19 @@ def _touch_images(mimic_cxr: Path, paths: list[str]) -> None:
 
 def test_run_all_writes_schema_csvs_with_official_split_labels_and_ehr(dataset, tmp_path, capsys):
     mimic_cxr, mimic_iv = dataset
-    run_all.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--output", str(tmp_path / "out"),
-                  "--skip-existence-check", "--part-images", "100"])
+    run_all.main(
+        [
+            "--mimic-cxr",
+            str(mimic_cxr),
+            "--mimic-iv",
+            str(mimic_iv),
+            "--output",
+            str(tmp_path / "out"),
+            "--skip-existence-check",
+            "--part-images",
+            "100",
+        ]
+    )
     assert "rows with any missing EHR" in capsys.readouterr().out
     outputs = {name: pd.read_csv(tmp_path / "out" / f"{name}.csv") for name in ("train", "valid", "test")}
     metadata = _read(mimic_cxr / f"{layout.METADATA}.csv.gz")
@@ -79,17 +98,22 @@ def test_run_all_writes_schema_csvs_with_official_split_labels_and_ehr(dataset, 
         sexes = patients.loc[frame[schema.PATIENT_ID], "gender"].map({"M": "Male", "F": "Female"})
         assert (sexes.to_numpy() == frame[schema.SEX].to_numpy()).all()
         study_year = images.loc[dicom, "StudyDate"].to_numpy() // 10000
-        expected_age = (patients.loc[frame[schema.PATIENT_ID], "anchor_age"].to_numpy() + study_year
-                        - patients.loc[frame[schema.PATIENT_ID], "anchor_year"].to_numpy())
+        expected_age = (
+            patients.loc[frame[schema.PATIENT_ID], "anchor_age"].to_numpy()
+            + study_year
+            - patients.loc[frame[schema.PATIENT_ID], "anchor_year"].to_numpy()
+        )
         np.testing.assert_array_equal(frame[schema.AGE].to_numpy(), expected_age)
-        np.testing.assert_array_equal(frame[list(schema.MIMIC_EHR_COLUMNS)].to_numpy(),
-                                      ehr.loc[dicom, list(schema.MIMIC_EHR_COLUMNS)].to_numpy())
+        np.testing.assert_array_equal(
+            frame[list(schema.MIMIC_EHR_COLUMNS)].to_numpy(), ehr.loc[dicom, list(schema.MIMIC_EHR_COLUMNS)].to_numpy()
+        )
     assert (outputs["train"][schema.NO_FINDING] == 1.0).all()
     assert outputs["test"][schema.BMI].isna().any() and outputs["test"][schema.BMI].notna().any()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["splits"]["valid"]["rows"] == len(outputs["valid"])
-    assert summary["missing"][schema.BMI]["count"] == sum(int(frame[schema.BMI].isna().sum())
-                                                          for frame in outputs.values())
+    assert summary["missing"][schema.BMI]["count"] == sum(
+        int(frame[schema.BMI].isna().sum()) for frame in outputs.values()
+    )
     assert set(summary["ehr"][schema.WEIGHT]) >= {"mean", "std", "median", "p05", "p95"}
 
 
@@ -98,8 +122,9 @@ def test_steps_run_separately_and_policies_apply(dataset, tmp_path):
     work = tmp_path / "work"
     step1_omr_ehr.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--work-dir", str(work)])
     step2_concatenate.main(["--work-dir", str(work)])
-    step3_join.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--work-dir", str(work),
-                     "--age", "anchor"])
+    step3_join.main(
+        ["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--work-dir", str(work), "--age", "anchor"]
+    )
     joined = pd.read_csv(work / layout.JOINED)
     patients = _read(mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz").set_index("subject_id")
     np.testing.assert_array_equal(joined[schema.AGE], patients.loc[joined[schema.PATIENT_ID], "anchor_age"])
@@ -109,16 +134,18 @@ def test_steps_run_separately_and_policies_apply(dataset, tmp_path):
     step4_filter_existing.main(["--mimic-cxr", str(mimic_cxr), "--work-dir", str(work)])
     assert sorted(pd.read_csv(work / layout.EXISTING)[schema.PATH]) == sorted(present)
 
-    summary = step5_summarise.run(work, tmp_path / "out", drop_support_devices=True, drop_incomplete_ehr=True,
-                                  split="patient", seed=2)
+    summary = step5_summarise.run(
+        work, tmp_path / "out", drop_support_devices=True, drop_incomplete_ehr=True, split="patient", seed=2
+    )
     outputs = [pd.read_csv(tmp_path / "out" / f"{name}.csv") for name in ("train", "valid", "test")]
     written = pd.concat(outputs)
     assert written[list(schema.MIMIC_EHR_COLUMNS)].notna().all().all()
     existing = pd.read_csv(work / layout.EXISTING).set_index(schema.PATH)
     assert (existing.loc[written[schema.PATH], "Support Devices"] == 0.0).all()
     patient_sets = [set(frame[schema.PATIENT_ID]) for frame in outputs]
-    assert not (patient_sets[0] & patient_sets[1] or patient_sets[0] & patient_sets[2]
-                or patient_sets[1] & patient_sets[2])
+    assert not (
+        patient_sets[0] & patient_sets[1] or patient_sets[0] & patient_sets[2] or patient_sets[1] & patient_sets[2]
+    )
     assert summary["pipeline"]["dropped_by_policies"] > 0 and summary["rows_with_missing_ehr"] == 0
 
 
@@ -194,13 +221,20 @@ def test_step5_policies_on_a_small_frame(tmp_path):
         ("missing", "test", 0.0, np.nan, 120.0, 80.0, 65.0, 170.0),
         ("zero", "test", 0.0, 25.0, 0.0, 80.0, 65.0, 170.0),
     ]
-    frame = pd.DataFrame({
-        schema.PATH: [f"files/p10/p1000000{i}/s1/{row[0]}.jpg" for i, row in enumerate(rows)],
-        schema.PATIENT_ID: [10000000 + i for i in range(len(rows))],
-        schema.SEX: "Female", schema.AGE: 50.0, schema.FRONTAL_LATERAL: "Frontal", schema.VIEW: "PA",
-        schema.NO_FINDING: 1.0, SUPPORT_DEVICES: [row[2] for row in rows], SPLIT: [row[1] for row in rows],
-        **{column: [row[3 + k] for row in rows] for k, column in enumerate(schema.MIMIC_EHR_COLUMNS)},
-    })[list(JOINED_COLUMNS)]
+    frame = pd.DataFrame(
+        {
+            schema.PATH: [f"files/p10/p1000000{i}/s1/{row[0]}.jpg" for i, row in enumerate(rows)],
+            schema.PATIENT_ID: [10000000 + i for i in range(len(rows))],
+            schema.SEX: "Female",
+            schema.AGE: 50.0,
+            schema.FRONTAL_LATERAL: "Frontal",
+            schema.VIEW: "PA",
+            schema.NO_FINDING: 1.0,
+            SUPPORT_DEVICES: [row[2] for row in rows],
+            SPLIT: [row[1] for row in rows],
+            **{column: [row[3 + k] for row in rows] for k, column in enumerate(schema.MIMIC_EHR_COLUMNS)},
+        }
+    )[list(JOINED_COLUMNS)]
     work = tmp_path / "work"
     work.mkdir()
     frame.to_csv(work / layout.EXISTING, index=False)

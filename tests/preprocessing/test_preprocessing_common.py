@@ -66,14 +66,16 @@ def _labels(rows: list[dict[str, float]]) -> pd.DataFrame:
 
 
 def test_uncertain_policies():
-    labels = _labels([
-        {schema.NO_FINDING: 1.0},
-        {schema.NO_FINDING: 1.0, SUPPORT_DEVICES: 1.0},
-        {"Edema": 1.0, "Atelectasis": -1.0},
-        {"Edema": -1.0, "Cardiomegaly": 0.0},
-        {schema.NO_FINDING: -1.0},
-        {"Fracture": 0.0},
-    ])
+    labels = _labels(
+        [
+            {schema.NO_FINDING: 1.0},
+            {schema.NO_FINDING: 1.0, SUPPORT_DEVICES: 1.0},
+            {"Edema": 1.0, "Atelectasis": -1.0},
+            {"Edema": -1.0, "Cardiomegaly": 0.0},
+            {schema.NO_FINDING: -1.0},
+            {"Fracture": 0.0},
+        ]
+    )
     expected = {
         "abnormal": [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
         "normal": [1.0, 1.0, 0.0, 1.0, 1.0, 0.0],
@@ -108,17 +110,19 @@ def test_patient_split_has_no_leakage_and_is_seeded():
 
 def _rows(split_names: list[str], normals: list[float]) -> pd.DataFrame:
     count = len(split_names)
-    return pd.DataFrame({
-        schema.PATH: [f"img{index}.jpg" for index in range(count)],
-        schema.PATIENT_ID: list(range(count)),
-        schema.SEX: [schema.SEX_VALUES[index % 2] for index in range(count)],
-        schema.AGE: [50.0] * count,
-        schema.FRONTAL_LATERAL: [schema.FRONTAL] * count,
-        schema.VIEW: [schema.VIEW_VALUES[index % 2] for index in range(count)],
-        schema.NO_FINDING: normals,
-        schema.BMI: [25.0, np.nan] * (count // 2),
-        SPLIT: split_names,
-    })
+    return pd.DataFrame(
+        {
+            schema.PATH: [f"img{index}.jpg" for index in range(count)],
+            schema.PATIENT_ID: list(range(count)),
+            schema.SEX: [schema.SEX_VALUES[index % 2] for index in range(count)],
+            schema.AGE: [50.0] * count,
+            schema.FRONTAL_LATERAL: [schema.FRONTAL] * count,
+            schema.VIEW: [schema.VIEW_VALUES[index % 2] for index in range(count)],
+            schema.NO_FINDING: normals,
+            schema.BMI: [25.0, np.nan] * (count // 2),
+            SPLIT: split_names,
+        }
+    )
 
 
 def test_split_frames_keep_normals_for_training_and_write_atomically(tmp_path):
@@ -137,8 +141,14 @@ def test_summary_counts_and_ehr_distribution():
     frame = _rows([TRAIN, TRAIN, VALID, VALID, TEST, TEST], [1.0, 1.0, 1.0, 0.0, 1.0, 0.0])
     summary = summarise(split_frames(frame), (schema.BMI,), extra={"rows_read": 6})
     assert summary["pipeline"] == {"rows_read": 6}
-    assert summary["splits"][VALID] == {"rows": 2, "patients": 2, "normal": 1, "abnormal": 1,
-                                        "sex": {"Male": 1, "Female": 1}, "view": {"AP": 1, "PA": 1}}
+    assert summary["splits"][VALID] == {
+        "rows": 2,
+        "patients": 2,
+        "normal": 1,
+        "abnormal": 1,
+        "sex": {"Male": 1, "Female": 1},
+        "view": {"AP": 1, "PA": 1},
+    }
     assert summary["missing"][schema.BMI] == {"count": 3, "fraction": 0.5}
     assert summary["ehr"][schema.BMI]["mean"] == 25.0 and summary["ehr"][schema.BMI]["count"] == 3
     assert "rows with any missing EHR: 3" in format_summary(summary)

@@ -15,9 +15,11 @@ from preprocessing import chexpert
 from preprocessing.mimic import layout, run_all
 from preprocessing.mimic.synthetic import write_synthetic_mimic
 
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,"
-                   "Pleural Other,Fracture,Support Devices").split(",")
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,"
+    "Pleural Other,Fracture,Support Devices"
+).split(",")
 
 
 def _write_jpeg(path: Path, value: int) -> None:
@@ -37,8 +39,9 @@ def _write_chexpert(root: Path) -> None:
                 labels[1 + patient % 12] = 1.0
             for view, frontal, position in (("view1_frontal", "Frontal", "PA"), ("view2_lateral", "Lateral", None)):
                 path = f"{root.name}/{table}/patient{patient:05d}/study1/{view}.jpg"
-                rows.append([path, ("Male", "Female")[patient % 2], int(rng.integers(20, 90)), frontal, position,
-                             *labels])
+                rows.append(
+                    [path, ("Male", "Female")[patient % 2], int(rng.integers(20, 90)), frontal, position, *labels]
+                )
                 _write_jpeg(root.parent / path, patient % 256)
         pd.DataFrame(rows, columns=CHEXPERT_HEADER).to_csv(root / f"{table}.csv", index=False)
 
@@ -48,8 +51,10 @@ def test_chexpert_outputs_load_into_the_training_reader(tmp_path):
     root.mkdir(parents=True)
     _write_chexpert(root)
     chexpert.prepare_chexpert(root, tmp_path / "csv", valid_fraction=0.2, test_fraction=0.3, seed=0)
-    loaded = {name: read_dataset_csv(tmp_path / "csv" / f"{name}.csv", image_root=root.parent)
-              for name in ("train", "valid", "test")}
+    loaded = {
+        name: read_dataset_csv(tmp_path / "csv" / f"{name}.csv", image_root=root.parent)
+        for name in ("train", "valid", "test")
+    }
     assert sum(len(records) for records in loaded.values()) > 25
     assert {record[LABEL_KEY] for record in loaded["train"]} == {0}
     assert {record[LABEL_KEY] for record in loaded["test"]} == {0, 1}
@@ -71,8 +76,10 @@ def test_mimic_outputs_load_into_the_training_reader(tmp_path):
             _write_jpeg(mimic_cxr / relative, index % 256)
 
     run_all.main(["--mimic-cxr", str(mimic_cxr), "--mimic-iv", str(mimic_iv), "--output", str(tmp_path / "csv")])
-    loaded = {name: read_dataset_csv(tmp_path / "csv" / f"{name}.csv", image_root=mimic_cxr)
-              for name in ("train", "valid", "test")}
+    loaded = {
+        name: read_dataset_csv(tmp_path / "csv" / f"{name}.csv", image_root=mimic_cxr)
+        for name in ("train", "valid", "test")
+    }
     records = [record for split in loaded.values() for record in split]
     assert {record[LABEL_KEY] for record in loaded["train"]} == {0}
     assert {record[LABEL_KEY] for record in loaded["test"]} == {0, 1}

@@ -40,13 +40,31 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
     args_file.write_text(json.dumps(overrides))
     configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run", "training", "--config_file", str(configs), "--args_file", str(args_file),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(configs),
+        "--args_file",
+        str(args_file),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
-    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log, _ = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
