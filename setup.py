@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="monai-diff3m",
-    version="0.1.0",
+    version="0.2.0",
     description="Diff3M for MONAI: EHR-conditioned diffusion anomaly detection on chest X-rays",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -2,4 +2,4 @@
 
 from monai_diff3m import checkpoints, data, engines, handlers, inferers, metrics, networks, schema, transforms
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
