@@ -1,4 +1,10 @@
-"""``iteration_update`` that scores a batch with the anomaly inferer inside a MONAI ``SupervisedEvaluator``."""
+"""``iteration_update`` that scores a batch with the anomaly inferer inside a MONAI ``SupervisedEvaluator``.
+
+Kept instead of the evaluator's own ``prepare_batch`` + ``inferer`` iteration: that iteration leaves
+``{"image", "label", "pred"}`` in ``engine.state.output``, so every result writer and image grid would need an
+``output_transform`` to find the identifiers, affines and masks they read, and MONAI's ``PrepareBatchExtraInput``
+keeps the image a ``MetaTensor`` (scoring ran several times slower with it, see ``prepare_diff3m_batch``).
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from monai.data import MetaTensor
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.engines.losses import Diff3MLoss
+from monai_diff3m.inferers.anomaly import predict_x0
 from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.diff3m_unet import Diff3MOutput
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
@@ -44,18 +45,6 @@ def prepare_diff3m_batch(
     ehr = None if ehr is None else torch.as_tensor(ehr).to(device=device, non_blocking=non_blocking)
     missing = None if missing is None else torch.as_tensor(missing).to(device=device, non_blocking=non_blocking)
     return image, ehr, missing
-
-
-def predict_x0(
-    scheduler: Scheduler,
-    noisy: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-    clip_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
-) -> torch.Tensor:
-    """x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clipped to ``clip_range`` (the image range)."""
-    alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
-    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(*clip_range)
 
 
 class _DiffusionStep:
@@ -130,12 +119,13 @@ class Diff3MValidationStep(_DiffusionStep):
             image, noise, noisy, timesteps, output = self._forward(engine, batchdata, generator)
             loss = self.loss(output, noise, noisy)
             m1, _ = checkerboard_masks((image.shape[-2], image.shape[-1]), device=image.device, dtype=image.dtype)
+            alpha_bar = self.scheduler.alphas_cumprod.to(image.device)[timesteps].view(-1, 1, 1, 1).to(image.dtype)
             result = {
                 "image": image,
                 "loss": loss,
                 "noisy": noisy,
                 "masked": noisy * soften_mask(m1, timesteps, self.scheduler.num_train_timesteps),
-                "x0_estimate": predict_x0(self.scheduler, noisy, output.noise.float(), timesteps, self.image_range),
+                "x0_estimate": predict_x0(noisy, output.noise.float(), alpha_bar, self.image_range),
             }
             if output.reconstruction is not None:
                 result["reconstruction"] = output.reconstruction.float()

@@ -8,4 +8,5 @@ from monai_diff3m.inferers.anomaly import (
     ddim_steps,
     ddim_timesteps,
     image_scores,
+    predict_x0,
 )

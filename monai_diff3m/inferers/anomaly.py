@@ -127,6 +127,14 @@ def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.stack(noise).to(images.device)
 
 
+def predict_x0(
+    noisy: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, clip_range: Sequence[float]
+) -> torch.Tensor:
+    """x̂₀ = clip((x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, ``clip_range``): the one x̂₀ of the package (every DDIM step, the
+    validation grids). ``noisy`` is x_t, or the PCM reconstruction x̃_t; ``alpha_bar`` broadcasts against it."""
+    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(*clip_range)
+
+
 def _minmax(images: torch.Tensor) -> torch.Tensor:
     low = images.amin(dim=(1, 2, 3), keepdim=True)
     high = images.amax(dim=(1, 2, 3), keepdim=True)
@@ -208,6 +216,7 @@ class Diff3MAnomalyInferer(Inferer):
             )
         if indexing == "authors" and noising != "ddim_inversion":
             raise ValueError("the authors' indexing belongs to their DDIM inversion; use noising='ddim_inversion'")
+        self.scheduler = scheduler
         self.alphas_cumprod = scheduler.alphas_cumprod.float()
         self.inversion_steps, self.denoising_steps = ddim_steps(noise_level, num_steps, indexing)
         self.noising = noising
@@ -233,10 +242,10 @@ class Diff3MAnomalyInferer(Inferer):
         alphas = self.alphas_cumprod.to(image.device)
         with torch.no_grad():
             if self.noising == "ddim_inversion":
-                start = self._jump(image, alphas[0]) if self.indexing == "authors" else image
+                start = self._jump(image, 0) if self.indexing == "authors" else image
                 noisy, _ = self._ddim(start, self.inversion_steps, image, network, ehr, ehr_missing, alphas)
             else:
-                noisy = self._jump(image, alphas[self.denoising_steps[0][0]])
+                noisy = self._jump(image, self.denoising_steps[0][0])
             twin, attention = self._ddim(noisy, self.denoising_steps, image, network, ehr, ehr_missing, alphas)
         # maps and scores in float32 even when the caller scores under bf16 autocast (quantiles need floats)
         with torch.autocast(image.device.type, enabled=False):
@@ -263,15 +272,19 @@ class Diff3MAnomalyInferer(Inferer):
             output.ehr_attention,
         )
 
-    def _jump(self, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """q(x_t | x₀) with each image's seeded noise (:func:`image_noise`): √ᾱ·x₀ + √(1 − ᾱ)·ε."""
-        return alpha.sqrt() * image + (1 - alpha).sqrt() * image_noise(image, self.seed)
+    def _jump(self, image: torch.Tensor, timestep: int) -> torch.Tensor:
+        """q(x_t | x₀) by the scheduler's ``add_noise``, with each image's seeded noise (:func:`image_noise`)."""
+        timesteps = torch.full((image.shape[0],), timestep, device=image.device, dtype=torch.long)
+        return self.scheduler.add_noise(image, image_noise(image, self.seed), timesteps)
 
     def _ddim(self, x, steps, image, network, ehr, ehr_missing, alphas) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Deterministic DDIM moves (t → target) in either direction, with x̂₀ from x̃_t (PCM) and clipped.
 
-        x̂₀ = clip((x̃_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t), ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t), x_target = √ᾱ_target·x̂₀ + √(1−ᾱ_target)·ε;
-        the target ``CLEAN`` has ᾱ = 1. Returns the last x and the EHR attention averaged over the steps.
+        x̂₀ = :func:`predict_x0` (from x̃_t with PCM), ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t), x_target = √ᾱ_target·x̂₀ +
+        √(1−ᾱ_target)·ε; the target ``CLEAN`` has ᾱ = 1. Returns the last x and the EHR attention averaged over the
+        steps. Kept instead of MONAI's ``DDIMScheduler.step``/``reversed_step``: those move only along their own grid
+        (t − T/num_inference_steps, not these 0…L or the authors' t ± 1 pairs), keep ε̂ when x̂₀ is clipped instead of
+        re-deriving it, and cannot take x̂₀ from x̃_t.
         """
         attention_sum = None
         for current, target in steps:
@@ -279,7 +292,7 @@ class Diff3MAnomalyInferer(Inferer):
             alpha = alphas[current]
             alpha_target = torch.ones_like(alpha) if target == CLEAN else alphas[target]
             source = output.reconstruction if (self.use_pcm and output.reconstruction is not None) else x
-            x0_estimate = ((source - (1 - alpha).sqrt() * output.noise) / alpha.sqrt()).clamp(*self.clip_range)
+            x0_estimate = predict_x0(source, output.noise, alpha, self.clip_range)
             noise = (x - alpha.sqrt() * x0_estimate) / (1 - alpha).sqrt()
             x = alpha_target.sqrt() * x0_estimate + (1 - alpha_target).sqrt() * noise
             if output.ehr_attention is not None:

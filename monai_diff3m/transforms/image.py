@@ -1,13 +1,15 @@
 """Load chest X-rays (PNG, JPEG, DICOM) as channel-first MetaTensors with intensities in [0, 1].
 
-MONAI's ``LoadImage`` needs ITK for PNG and does not apply the DICOM display rules a radiograph needs (modality
-LUT, VOI window or LUT, presentation LUT, MONOCHROME1 inversion), so this module reads PNG/JPEG with Pillow and DICOM
-with pydicom: an image is read as it is displayed, so one film scores the same whatever encoding carries it. Every
-image becomes a float32 ``(1, H, W)`` tensor: axis 1 runs over rows, axis 2 over columns, as displayed (the EXIF
-orientation of a PNG/JPEG is applied; DICOM pixels are never transposed). ``spacing`` holds (row, column) spacing
-in mm and the affine carries the same diagonal, so anomaly maps written later with MONAI's NIfTI writer keep the
-detector's pixel size (MONAI 1.6's ``SaveImage`` cannot write a 2D image: append a singleton axis,
-``image[..., None]``, with ``squeeze_end_dims=False``).
+Kept instead of MONAI's ``LoadImage(reader=PILReader())``: a converter would redo the EXIF orientation, 16-bit
+scaling, BT.601 luma and size limit below, and ``LoadImage`` reports a broken file as "cannot find a suitable
+reader" (``RuntimeError``) instead of naming the problem; MONAI's DICOM readers do not apply the display rules a
+radiograph needs (modality LUT, VOI window or LUT, presentation LUT, MONOCHROME1 inversion). So this module reads
+PNG/JPEG with Pillow and DICOM with pydicom: an image is read as it is displayed, so one film scores the same
+whatever encoding carries it. Every image becomes a float32 ``(1, H, W)`` tensor: axis 1 runs over rows, axis 2 over
+columns, as displayed (the EXIF orientation of a PNG/JPEG is applied; DICOM pixels are never transposed).
+``spacing`` holds (row, column) spacing in mm and the affine carries the same diagonal, so anomaly maps written
+later with MONAI's NIfTI writer keep the detector's pixel size (MONAI 1.6's ``SaveImage`` cannot write a 2D image:
+append a singleton axis, ``image[..., None]``, with ``squeeze_end_dims=False``).
 """
 
 from __future__ import annotations

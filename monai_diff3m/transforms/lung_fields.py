@@ -21,7 +21,10 @@ BACKGROUND_LEVEL = 0.03
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Threshold that best separates ``values`` into two classes (Otsu): here lung air versus soft tissue."""
+    """Threshold that best separates ``values`` into two classes (Otsu): here lung air versus soft tissue.
+
+    Kept: no dependency computes it without scikit-image (MONAI's ``ForegroundMask(threshold="otsu")`` calls it).
+    """
     counts, edges = np.histogram(values, bins=bins)
     centres = 0.5 * (edges[:-1] + edges[1:])
     weight_low = np.cumsum(counts)

@@ -1,11 +1,9 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_steps, ddim_timesteps, image_scores
-from monai_diff3m.inferers.anomaly import image_noise
+from monai_diff3m.inferers.anomaly import image_noise, predict_x0
 from monai_diff3m.networks import Diff3MOutput, Diff3MUNet
 
 SMALL = dict(
@@ -89,8 +87,15 @@ class _ConstantNetwork(torch.nn.Module):
         return Diff3MOutput(torch.ones_like(x), torch.full_like(x, 1.6), None)
 
 
+def _schedule(alphas_cumprod: torch.Tensor) -> DDPMScheduler:
+    """A MONAI scheduler with hand-picked ᾱ_t, so that steps can be checked by hand."""
+    scheduler = DDPMScheduler(len(alphas_cumprod))
+    scheduler.alphas_cumprod = alphas_cumprod
+    return scheduler
+
+
 #: ᾱ_0 = 0.64 and ᾱ_1 = 0.36: √ᾱ and √(1 − ᾱ) are 0.8, 0.6 and 0.6, 0.8.
-_TWO_STEP_SCHEDULE = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torch.tensor([0.64, 0.36] + [0.1] * 8))
+_TWO_STEP_SCHEDULE = _schedule(torch.tensor([0.64, 0.36] + [0.1] * 8))
 
 
 @pytest.mark.parametrize(
@@ -120,7 +125,7 @@ def test_authors_indexing_inverts_from_one_to_l_and_denoises_from_l_minus_two_to
     assert ddim_steps(4, None, "authors") == ([(1, 2), (2, 3), (3, 4)], [(2, 1), (1, 0), (0, -1)])
     assert ddim_steps(4, 2) == ([(0, 2), (2, 4)], [(4, 2), (2, 0)])
     network = _ConstantNetwork()
-    schedule = SimpleNamespace(num_train_timesteps=10, alphas_cumprod=torch.linspace(0.9, 0.5, 10))
+    schedule = _schedule(torch.linspace(0.9, 0.5, 10))
     inferer = Diff3MAnomalyInferer(
         schedule,
         4,
@@ -197,3 +202,41 @@ def test_scores_are_float32_under_bf16_autocast():
         result = inferer(torch.rand(2, 1, 16, 16) * 2 - 1, network.eval())
     assert result["smoothed_map"].dtype == torch.float32
     assert all(values.dtype == torch.float32 and values.shape == (2,) for values in result["scores"].values())
+
+
+def test_predict_x0_inverts_the_schedulers_add_noise_and_clips():
+    """One x̂₀ formula serves every DDIM step and the validation grids: it undoes ``scheduler.add_noise``."""
+    scheduler = DDPMScheduler(1000)
+    clean, noise = torch.rand(2, 1, 8, 8) * 1.6 - 0.8, torch.randn(2, 1, 8, 8)
+    timesteps = torch.tensor([10, 600])
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    alpha_bar = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    torch.testing.assert_close(predict_x0(noisy, noise, alpha_bar, (-1.0, 1.0)), clean, rtol=0, atol=1e-4)
+    assert predict_x0(noisy, noise, alpha_bar, (0.0, 0.5)).aminmax() == (torch.tensor(0.0), torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("indexing, noise_level, timestep", [("aligned", 50, 50), ("authors", 6, 0)])
+def test_noising_is_the_schedulers_add_noise_with_each_images_own_noise(monkeypatch, indexing, noise_level, timestep):
+    """The jump to L (stochastic) and the authors' q(x_0 | image) start are ``scheduler.add_noise`` with
+    :func:`image_noise`, bit for bit."""
+    image, ehr = _images()
+    noising = "stochastic" if indexing == "aligned" else "ddim_inversion"
+    inferer = Diff3MAnomalyInferer(
+        DDPMScheduler(1000),
+        noise_level=noise_level,
+        num_steps=5 if indexing == "aligned" else None,
+        noising=noising,
+        indexing=indexing,
+        seed=3,
+    )
+    starts = []
+    ddim = inferer._ddim
+
+    def recording(x, *args):
+        starts.append(x)
+        return ddim(x, *args)
+
+    monkeypatch.setattr(inferer, "_ddim", recording)
+    inferer(image, _network(), ehr)
+    expected = DDPMScheduler(1000).add_noise(image, image_noise(image, 3), torch.full((3,), timestep))
+    assert torch.equal(starts[0], expected)
