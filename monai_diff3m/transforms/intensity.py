@@ -71,12 +71,13 @@ class NormaliseChestXRayd(MapTransform):
                 keys, lower=lower, upper=upper, b_min=low, b_max=high, clip=True, allow_missing_keys=allow_missing_keys
             )
         else:
+            # MONAI annotates min/max as int but scales to any float range
             self.transform = HistogramNormalized(
                 keys,
                 num_bins=256,
-                min=low,
-                max=high,
-                allow_missing_keys=allow_missing_keys,  # type: ignore[arg-type]
+                min=low,  # type: ignore[arg-type]
+                max=high,  # type: ignore[arg-type]
+                allow_missing_keys=allow_missing_keys,
             )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
