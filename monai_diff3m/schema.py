@@ -56,6 +56,8 @@ WEIGHT = "Weight"
 MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
+#: The columns every dataset CSV has, in the order the writers put them (MIMIC appends ``MIMIC_EHR_COLUMNS``).
+CSV_COLUMNS = (PATH, PATIENT_ID, SEX, AGE, FRONTAL_LATERAL, VIEW, NO_FINDING)
 
 
 def is_missing(value: Any) -> bool:

@@ -33,15 +33,7 @@ TRAIN, VALID, TEST = "train", "valid", "test"
 #: Split names; each is written to ``<name>.csv``.
 SPLITS = (TRAIN, VALID, TEST)
 #: Columns of every output CSV, in order; MIMIC appends ``schema.MIMIC_EHR_COLUMNS``.
-OUTPUT_COLUMNS = (
-    schema.PATH,
-    schema.PATIENT_ID,
-    schema.SEX,
-    schema.AGE,
-    schema.FRONTAL_LATERAL,
-    schema.VIEW,
-    schema.NO_FINDING,
-)
+OUTPUT_COLUMNS = schema.CSV_COLUMNS
 
 
 def patient_split(patients: pd.Series, valid_fraction: float, test_fraction: float, seed: int) -> pd.Series:

@@ -112,16 +112,4 @@ def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:
         raise DatasetCSVError(f"{csv_path} row {row_number}: {error}") from error
 
 
-_SCHEMA_COLUMNS = frozenset(
-    (
-        schema.PATH,
-        schema.PATIENT_ID,
-        schema.SEX,
-        schema.AGE,
-        schema.FRONTAL_LATERAL,
-        schema.VIEW,
-        schema.NO_FINDING,
-        schema.LESION,
-        *schema.MIMIC_EHR_COLUMNS,
-    )
-)
+_SCHEMA_COLUMNS = frozenset((*schema.CSV_COLUMNS, schema.LESION, *schema.MIMIC_EHR_COLUMNS))

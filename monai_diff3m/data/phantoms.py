@@ -548,18 +548,7 @@ def _csv_row(case: PhantomCase, split: str, index: int, missing: np.ndarray) -> 
 
 
 def _write_split(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = [
-        schema.PATH,
-        schema.PATIENT_ID,
-        schema.SEX,
-        schema.AGE,
-        schema.FRONTAL_LATERAL,
-        schema.VIEW,
-        schema.NO_FINDING,
-        *schema.MIMIC_EHR_COLUMNS,
-        schema.MASK,
-        schema.LESION,
-    ]
+    columns = [*schema.CSV_COLUMNS, *schema.MIMIC_EHR_COLUMNS, schema.MASK, schema.LESION]
     table = pd.DataFrame(rows, columns=columns)
     for column in (schema.SYSTOLIC, schema.DIASTOLIC):
         table[column] = table[column].round().astype("Int64")

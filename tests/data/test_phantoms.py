@@ -72,18 +72,7 @@ def test_layout_columns_and_values_follow_schema(dataset):
         "train.csv",
         "valid.csv",
     ]
-    expected_columns = [
-        schema.PATH,
-        schema.PATIENT_ID,
-        schema.SEX,
-        schema.AGE,
-        schema.FRONTAL_LATERAL,
-        schema.VIEW,
-        schema.NO_FINDING,
-        *schema.MIMIC_EHR_COLUMNS,
-        schema.MASK,
-        schema.LESION,
-    ]
+    expected_columns = [*schema.CSV_COLUMNS, *schema.MIMIC_EHR_COLUMNS, schema.MASK, schema.LESION]
     everything = pd.concat(tables.values(), ignore_index=True)
     for table in tables.values():
         assert list(table.columns) == expected_columns

@@ -64,15 +64,7 @@ def _outputs(folder: Path) -> dict[str, pd.DataFrame]:
 def test_outputs_are_frontal_patient_split_and_train_holds_normals(chexpert_root, tmp_path):
     summary = chexpert.prepare_chexpert(chexpert_root, tmp_path / "out", seed=3)
     outputs = _outputs(tmp_path / "out")
-    expected_columns = [
-        schema.PATH,
-        schema.PATIENT_ID,
-        schema.SEX,
-        schema.AGE,
-        schema.FRONTAL_LATERAL,
-        schema.VIEW,
-        schema.NO_FINDING,
-    ]
+    expected_columns = list(schema.CSV_COLUMNS)
     for name, frame in outputs.items():
         assert list(frame.columns) == expected_columns, name
         assert (frame[schema.FRONTAL_LATERAL] == schema.FRONTAL).all()

@@ -26,16 +26,7 @@ from preprocessing.mimic.step3_join import JOINED_COLUMNS
 from preprocessing.mimic.synthetic import write_synthetic_mimic
 from preprocessing.splits import SPLIT
 
-FINAL_COLUMNS = [
-    schema.PATH,
-    schema.PATIENT_ID,
-    schema.SEX,
-    schema.AGE,
-    schema.FRONTAL_LATERAL,
-    schema.VIEW,
-    schema.NO_FINDING,
-    *schema.MIMIC_EHR_COLUMNS,
-]
+FINAL_COLUMNS = [*schema.CSV_COLUMNS, *schema.MIMIC_EHR_COLUMNS]
 
 
 @pytest.fixture(scope="module")
