@@ -72,7 +72,7 @@ def phantom_dataset(bundle_root: str) -> Dataset:
     """The bundle's default phantoms; ``train.json`` generates them on first use at ``<bundle_root>/data/phantoms``.
 
     The bundle's defaults are chosen on real films; ``phantom_demo.json`` restores the settings measured on the
-    phantoms (12 epochs, fixed intensities, no EMA, stochastic noising to L=50 in 5 steps), which also keeps the
+    phantoms (fixed intensities, no EMA, stochastic noising to L=50 in 5 steps) and trains 10 epochs, which keeps the
     main job within minutes on a CPU.
     """
     folder = Path(bundle_root) / "data" / "phantoms"
