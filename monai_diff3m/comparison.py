@@ -38,7 +38,7 @@ from monai_diff3m import schema
 from monai_diff3m.checkpoints import checkpoint_name
 from monai_diff3m.data.splits import write_patient_splits
 from monai_diff3m.io import write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, image_metrics
+from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, image_metrics, present_subgroups
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRNormalisedScore
 from monai_diff3m.packaged_bundle import config_files
 
@@ -173,8 +173,7 @@ def one_film_per_patient_metrics(
 
 def ehr_columns_of(ehr_groups: Sequence[str]) -> list[str]:
     """The EHR columns the model reads for its EHR groups (the EHR-only row uses the same)."""
-    columns = [schema.SEX, schema.AGE, schema.VIEW]
-    return columns + (list(schema.MIMIC_EHR_COLUMNS) if "measurements" in ehr_groups else [])
+    return list(schema.EHR_COLUMNS if "measurements" in ehr_groups else schema.DEMOGRAPHIC_COLUMNS)
 
 
 def ehr_only_metrics(
@@ -183,7 +182,9 @@ def ehr_only_metrics(
     """The EHR-only row: logistic regression fitted on the validation split, evaluated on the test split."""
     classifier = DemographicsClassifier(columns).fit(valid, abnormal_labels(valid))
     test = test.assign(**{EHR_ONLY_SCORE: classifier.predict(test)})
-    metrics = evaluate_table(test, [EHR_ONLY_SCORE], groups=_subgroups(test), num_samples=num_bootstrap, seed=seed)
+    metrics = evaluate_table(
+        test, [EHR_ONLY_SCORE], groups=present_subgroups(test), num_samples=num_bootstrap, seed=seed
+    )
     metrics["selected_score"] = EHR_ONLY_SCORE
     metrics["one_film_per_patient"] = one_film_per_patient_metrics(test, EHR_ONLY_SCORE, seed, num_bootstrap)
     metrics["coefficients"] = dict(zip(_feature_names(classifier), classifier.model.coef_[0].round(4).tolist()))
@@ -199,7 +200,7 @@ def normalised_metrics(
     name = score + NORMALISED_SUFFIX
     test = test.assign(**{name: normaliser(test, test[score].to_numpy())})
     valid = valid.assign(**{name: normaliser(valid, valid[score].to_numpy())})
-    metrics = evaluate_table(test, [name], groups=_subgroups(test), num_samples=num_bootstrap, seed=seed)
+    metrics = evaluate_table(test, [name], groups=present_subgroups(test), num_samples=num_bootstrap, seed=seed)
     metrics["selected_score"] = name
     metrics["one_film_per_patient"] = one_film_per_patient_metrics(test, name, seed, num_bootstrap)
     metrics["validation_auroc"] = {name: image_metrics(abnormal_labels(valid), valid[name].to_numpy(), name)["auroc"]}
@@ -226,10 +227,6 @@ def finding_metrics(
             auroc = image_metrics(labels[rows], scores[score].to_numpy()[rows], f"{score} ({finding})")["auroc"]
             result[finding] = {"auroc": auroc, "n_abnormal": positives}
     return result
-
-
-def _subgroups(table: pd.DataFrame) -> list[str]:
-    return [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
 
 
 def _feature_names(classifier: DemographicsClassifier) -> list[str]:

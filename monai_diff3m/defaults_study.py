@@ -121,15 +121,12 @@ def run_job(job: Job) -> dict[str, Any]:
         {
             "image": [record["image"] for record in data.records],
             "patient": [record.get(schema.PATIENT_ID) for record in data.records],
-            **{
-                column: [record.get(column) for record in data.records]
-                for column in (schema.SEX, schema.AGE, schema.VIEW)
-            },
+            **{column: [record.get(column) for record in data.records] for column in schema.DEMOGRAPHIC_COLUMNS},
             "label": data.labels,
         }
     )
     aurocs: dict[str, dict[str, float]] = {}
-    columns = [schema.SEX, schema.AGE, schema.VIEW]
+    columns = list(schema.DEMOGRAPHIC_COLUMNS)
     normal = data.labels == 0
     for schedule in job.schedules:
         scores = score_images(schedule, data, seed=job.seed)

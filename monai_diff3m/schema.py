@@ -56,6 +56,9 @@ WEIGHT = "Weight"
 MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
+#: The EHR every dataset has (the ``demographics`` group), and with MIMIC's measurements every EHR column.
+DEMOGRAPHIC_COLUMNS = (SEX, AGE, VIEW)
+EHR_COLUMNS = (*DEMOGRAPHIC_COLUMNS, *MIMIC_EHR_COLUMNS)
 #: The columns every dataset CSV has, in the order the writers put them (MIMIC appends ``MIMIC_EHR_COLUMNS``).
 CSV_COLUMNS = (PATH, PATIENT_ID, SEX, AGE, FRONTAL_LATERAL, VIEW, NO_FINDING)
 

@@ -21,13 +21,12 @@ from monai_diff3m import schema
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics
+from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics, present_subgroups
 from monai_diff3m.metrics.plots import save_roc_pr_curves
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
 
-EHR_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW, *schema.MIMIC_EHR_COLUMNS)
 RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
 SCORES_FILE = "scores.csv"
 FAILURES_FILE = "failures.csv"
@@ -123,7 +122,9 @@ class AnomalyResultWriter:
             record = self.records.get(str(source), {})
             image_path = str(record.get("image", source))
             row: dict[str, Any] = {"image": image_path}
-            row.update({column: record.get(column) for column in (*RECORD_COLUMNS, *EHR_COLUMNS) if column in record})
+            row.update(
+                {column: record.get(column) for column in (*RECORD_COLUMNS, *schema.EHR_COLUMNS) if column in record}
+            )
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
                 row.update(
@@ -254,7 +255,7 @@ class AnomalyEvaluationHandler:
         table = self.writer.table()
         if schema.NO_FINDING not in table.columns:
             raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
-        groups = [column for column in (schema.SEX, schema.AGE, schema.VIEW) if column in table.columns]
+        groups = present_subgroups(table)
         metrics = evaluate_table(
             table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed
         )

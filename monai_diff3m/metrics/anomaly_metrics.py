@@ -37,7 +37,7 @@ SPECIFICITY = 0.95
 #: Tolerance on the false-positive-rate bound so that e.g. 5 false positives out of 100 normals count as 95%.
 _FPR_TOLERANCE = 1e-9
 #: Subgroup definitions of docs/method.md section 5; :data:`schema.AGE` is split into :data:`schema.AGE_BANDS`.
-SUBGROUP_COLUMNS = (schema.SEX, schema.AGE, schema.VIEW)
+SUBGROUP_COLUMNS = schema.DEMOGRAPHIC_COLUMNS
 #: Group value given to rows whose subgroup column is empty, so missing demographics stay visible in the report.
 UNKNOWN_GROUP = "unknown"
 #: Pixel count above which :func:`pixel_metrics` evaluates a fixed random subset (sorting dominates the cost).
@@ -311,6 +311,11 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str], role: str) -> 
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise ValueError(f"{role} {missing} not in table; columns are {list(table.columns)}")
+
+
+def present_subgroups(table: pd.DataFrame) -> list[str]:
+    """The :data:`SUBGROUP_COLUMNS` that ``table`` has (a CSV without a view column reports sex and age only)."""
+    return [column for column in SUBGROUP_COLUMNS if column in table.columns]
 
 
 def subgroup_metrics(

@@ -28,9 +28,7 @@ _SCORE_FLOOR = 1e-12
 
 def ehr_columns(table: pd.DataFrame) -> list[str]:
     """The EHR columns of ``table`` the model can see: sex, age, view, and the MIMIC measurements it holds."""
-    return [
-        column for column in (schema.SEX, schema.AGE, schema.VIEW, *schema.MIMIC_EHR_COLUMNS) if column in table.columns
-    ]
+    return [column for column in schema.EHR_COLUMNS if column in table.columns]
 
 
 class EHRFeatures:

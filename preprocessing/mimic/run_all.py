@@ -47,16 +47,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     step2_concatenate.run(work_dir)
     step3_join.run(args.mimic_cxr, args.mimic_iv, work_dir, args.uncertain_policy, args.age)
     step4_filter_existing.run(args.mimic_cxr, work_dir, check_files=not args.skip_existence_check)
-    return step5_summarise.run(
-        work_dir,
-        args.output,
-        args.drop_support_devices,
-        args.drop_incomplete_ehr,
-        args.split,
-        args.valid_fraction,
-        args.test_fraction,
-        args.seed,
-    )
+    return step5_summarise.run_with_options(work_dir, args.output, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,15 @@ from preprocessing.mimic.step3_join import JOINED_COLUMNS
 from preprocessing.splits import OUTPUT_COLUMNS, SPLIT, patient_split, split_frames, write_splits
 from preprocessing.summary import format_summary, save_summary, summarise
 
-__all__ = ["SPLIT_SOURCES", "MIMIC_OUTPUT_COLUMNS", "incomplete_ehr", "run", "add_arguments", "main"]
+__all__ = [
+    "SPLIT_SOURCES",
+    "MIMIC_OUTPUT_COLUMNS",
+    "incomplete_ehr",
+    "run",
+    "run_with_options",
+    "add_arguments",
+    "main",
+]
 
 SPLIT_SOURCES = ("official", "patient")
 #: Columns of the final MIMIC CSVs.
@@ -102,6 +110,20 @@ def run(
     return summary
 
 
+def run_with_options(work_dir: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run` with the options :func:`add_arguments` parsed (step 5 alone, or the last step of ``run_all``)."""
+    return run(
+        work_dir,
+        output_dir,
+        args.drop_support_devices,
+        args.drop_incomplete_ehr,
+        args.split,
+        args.valid_fraction,
+        args.test_fraction,
+        args.seed,
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Step 5 options, shared with ``run_all``."""
     parser.add_argument(
@@ -133,16 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     args = parser.parse_args(argv)
     with exit_on_input_error():
-        run(
-            args.work_dir,
-            args.output,
-            args.drop_support_devices,
-            args.drop_incomplete_ehr,
-            args.split,
-            args.valid_fraction,
-            args.test_fraction,
-            args.seed,
-        )
+        run_with_options(args.work_dir, args.output, args)
 
 
 if __name__ == "__main__":
