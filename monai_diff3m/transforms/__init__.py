@@ -8,6 +8,8 @@ from monai_diff3m.transforms.ehr import (
     ehr_group_sizes,
     ehr_slot_names,
     fit_and_save_ehr_statistics,
+    missing_ehr_fractions,
+    warn_missing_ehr,
 )
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, ImageLoadError, LoadChestXRayd
 from monai_diff3m.transforms.intensity import INTENSITY_MODES, NormaliseChestXRayd

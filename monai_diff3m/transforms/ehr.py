@@ -11,6 +11,7 @@ substitutes a learned "missing" embedding.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from monai.transforms import MapTransform
 
 from monai_diff3m import schema
 from monai_diff3m.io import write_json_atomic
+
+logger = logging.getLogger(__name__)
 
 #: (low, high) of the age encoding (age − low)/(high − low): this project's age/100. The authors use (1, 100), i.e.
 #: (age − 1)/99. A token is value·W + b, so an affine change of the value is absorbed by W and b: the two encodings
@@ -160,6 +163,37 @@ def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str 
     statistics = EHRStatistics.fit(records)
     statistics.save(path)
     return statistics
+
+
+def missing_ehr_fractions(records: Sequence[Mapping[str, Any]], groups: Sequence[str]) -> dict[str, float]:
+    """Fraction of ``records`` whose value of each field of ``groups`` is absent or empty, in field order."""
+    columns = [column for group in _check_groups(groups) for column in _GROUP_COLUMNS[group]]
+    total = max(len(records), 1)
+    return {column: sum(_is_missing(record.get(column)) for record in records) / total for column in columns}
+
+
+def warn_missing_ehr(records: Sequence[Mapping[str, Any]], groups: Sequence[str], ieca_mode: str) -> dict[str, float]:
+    """Log the training films' missing EHR, once per field, and return :func:`missing_ehr_fractions`.
+
+    Training encodes an absent value as the learned "missing" token, as inference does, so films without
+    demographics (the ZhangLab set has none) train; an EHR model trained on a field that is missing for every film
+    has learned nothing from it, which the log must say rather than the run failing or passing silently.
+    """
+    fractions = missing_ehr_fractions(records, groups)
+    if ieca_mode == "none":
+        return fractions
+    for column, fraction in fractions.items():
+        if fraction == 1.0:
+            logger.warning(
+                "EHR field %r is missing for all %d training films: the model (ieca_mode=%r) learns it only as "
+                "'missing'; train the image-only model (ieca_mode='none') or add the field to the CSV",
+                column,
+                len(records),
+                ieca_mode,
+            )
+        elif fraction > 0.0:
+            logger.info("EHR field %r is missing for %.1f %% of training films", column, 100 * fraction)
+    return fractions
 
 
 def _record_name(record: Mapping[Any, Any]) -> str:

@@ -133,3 +133,30 @@ def test_demographics_only_model_needs_no_statistics_file(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     for statistics in (tmp_path / "broken.json", tmp_path / "absent.json"):
         assert EncodeEHRd(groups=["demographics"], statistics=statistics)(RECORD)["ehr"].shape == (5,)
+
+
+def test_missing_ehr_fractions_and_the_training_warning(caplog):
+    from monai_diff3m.transforms import missing_ehr_fractions, warn_missing_ehr
+
+    records = [
+        {schema.AGE: None, schema.SEX: "Male", schema.VIEW: "AP"},
+        {schema.AGE: float("nan"), schema.SEX: "", schema.VIEW: "PA"},
+    ]
+    assert missing_ehr_fractions(records, ["demographics"]) == {schema.AGE: 1.0, schema.SEX: 0.5, schema.VIEW: 0.0}
+    with caplog.at_level("INFO"):
+        warn_missing_ehr(records, ["demographics"], "spatial")
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "'Age' is missing for all 2 training films" in warnings[0]
+    assert any("'Sex' is missing for 50.0 %" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    warn_missing_ehr(records, ["demographics"], "none")
+    assert not caplog.records
+
+
+def test_training_encoder_of_the_bundle_treats_absent_demographics_as_missing():
+    """train.json's encoder, as configured: no field is required and absent columns are missing values."""
+    encoder = EncodeEHRd(
+        groups=["demographics", "measurements"], statistics=STATS, required=[], allow_missing_keys=True
+    )
+    out = encoder({"source": "zhanglab row 2", schema.AGE: None, schema.SEX: None, schema.VIEW: "AP"})
+    np.testing.assert_array_equal(out["ehr_missing"], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1])
