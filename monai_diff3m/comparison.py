@@ -38,9 +38,17 @@ from monai_diff3m import schema
 from monai_diff3m.checkpoints import checkpoint_name
 from monai_diff3m.data.splits import write_patient_splits
 from monai_diff3m.io import write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, image_metrics, present_subgroups
+from monai_diff3m.metrics.anomaly_metrics import (
+    abnormal_labels,
+    below_chance_warnings,
+    evaluate_table,
+    image_metrics,
+    present_subgroups,
+)
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRNormalisedScore
 from monai_diff3m.packaged_bundle import config_files
+
+logger = logging.getLogger(__name__)
 
 #: Methods of the comparison: display name -> bundle overrides (the ablation axes of the method's evaluation).
 METHODS: dict[str, dict[str, Any]] = {
@@ -145,6 +153,9 @@ def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common
     metrics = json.loads((eval_dir / "test" / "metrics.json").read_text())
     metrics["selected_score"] = validation["best_score"]
     metrics["validation_auroc"] = {score: values["auroc"] for score, values in validation["scores"].items()}
+    metrics["warnings"] = below_chance_warnings(validation, [metrics["selected_score"]])
+    for warning in metrics["warnings"]:
+        logger.warning("%s, seed %d, validation split: %s", settings["ieca_mode"], seed, warning)
     metrics["timing_s"] = {"train": round(trained - started, 1), "score": round(tested - trained, 1)}
     metrics["overrides"] = dict(overrides)
     metrics["score_tables"] = {split: str(eval_dir / split / "scores.csv") for split in ("valid", "test")}
@@ -174,6 +185,13 @@ def one_film_per_patient_metrics(
 def ehr_columns_of(ehr_groups: Sequence[str]) -> list[str]:
     """The EHR columns the model reads for its EHR groups (the EHR-only row uses the same)."""
     return list(schema.EHR_COLUMNS if "measurements" in ehr_groups else schema.DEMOGRAPHIC_COLUMNS)
+
+
+def has_informative_ehr(csv_path: str, columns: Sequence[str]) -> bool:
+    """Whether any of ``columns`` takes two or more values in ``csv_path``: the ZhangLab set has no sex or age and
+    one view for every film, from which no EHR row can learn anything."""
+    table = pd.read_csv(csv_path, dtype=str)
+    return any(table[column].nunique(dropna=True) > 1 for column in columns if column in table.columns)
 
 
 def ehr_only_metrics(
@@ -285,18 +303,23 @@ def compare(
     results: dict[str, dict[str, Any]] = {}
     ehr_columns = ehr_columns_of(dataset.train_overrides.get("ehr_groups", ["demographics", "measurements"]))
     image_root = dataset.score_overrides.get("image_root")
+    with_ehr_rows = has_informative_ehr(dataset.csvs["valid"], ehr_columns)
+    if not with_ehr_rows:
+        logger.warning("%s: no EHR field of %s varies: no EHR-only or EHR-normalised rows", dataset.name, ehr_columns)
     for seed in seeds:
         rows: dict[str, dict[str, Any]] = {}
         for name in methods:
             rows[name] = run_method(METHODS[name], dataset, seed, common)
         first = rows[methods[0]]
         valid, test = (pd.read_csv(first["score_tables"][split]) for split in ("valid", "test"))
-        rows[EHR_ONLY] = ehr_only_metrics(valid, test, ehr_columns, num_bootstrap, seed)
+        if with_ehr_rows:
+            rows[EHR_ONLY] = ehr_only_metrics(valid, test, ehr_columns, num_bootstrap, seed)
         for name in methods:
             tables = {split: pd.read_csv(rows[name]["score_tables"][split]) for split in ("valid", "test")}
-            rows[f"{name}, EHR-normalised"] = normalised_metrics(
-                tables["valid"], tables["test"], rows[name]["selected_score"], ehr_columns, num_bootstrap, seed
-            )
+            if with_ehr_rows:
+                rows[f"{name}, EHR-normalised"] = normalised_metrics(
+                    tables["valid"], tables["test"], rows[name]["selected_score"], ehr_columns, num_bootstrap, seed
+                )
             rows[name]["findings"] = finding_metrics(
                 tables["test"], dataset.csvs["test"], image_root, rows[name]["selected_score"]
             )
@@ -346,6 +369,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     )
     print(f"\n{dataset.name}, test split, image level (score chosen on the validation split unless --score is given):")
     print(comparison_table(results, args.score))
+    for name, metrics in results.items():
+        if metrics.get("findings"):
+            findings = ", ".join(
+                f"{finding} {values['auroc']:.3f} (n={values['n_abnormal']})"
+                for finding, values in metrics["findings"].items()
+            )
+            print(f"{name}, AUROC per finding against all normal test films: {findings}")
+        for warning in metrics.get("warnings", []):
+            print(f"WARNING {name}: {warning}")
     print(f"\nfull results (every score, subgroups, findings, timings): {output}")
     return results
 

@@ -50,6 +50,7 @@ from monai_diff3m.inferers.anomaly import (
 )
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, bootstrap_interval, image_metrics
+from monai_diff3m.metrics.film_sharpness import laplacian_variance, rank_correlation
 from monai_diff3m.packaged_bundle import config_files
 
 
@@ -92,6 +93,29 @@ def recommend(
     return best, chosen
 
 
+def ranking_flips(results: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]], score: str) -> list[str]:
+    """Warnings where the schedules' ranking by ``score`` AUROC flips between this split and ``other`` (another
+    data set's study): a schedule above chance on one and below on the other, or this split's best schedule in the
+    bottom half of the other's. A default must hold on every real set; a flip says the choice follows the data."""
+    theirs = {result["name"]: result["scores"][score]["auroc"] for result in other}
+    ours = {result["name"]: result["scores"][score]["auroc"] for result in results if result["name"] in theirs}
+    if len(ours) < 2:
+        return []
+    warnings = [
+        f"{name}: {score} AUROC {ours[name]:.3f} here but {theirs[name]:.3f} on the other set (chance is 0.5)"
+        for name in ours
+        if (ours[name] < 0.5) != (theirs[name] < 0.5)
+    ]
+    best = max(ours, key=ours.__getitem__)
+    ranked = sorted(ours, key=theirs.__getitem__, reverse=True)
+    if ranked.index(best) >= len(ranked) / 2:
+        warnings.append(
+            f"the best schedule here, {best} ({ours[best]:.3f}), ranks {ranked.index(best) + 1} of {len(ranked)} on "
+            f"the other set ({theirs[best]:.3f}; its best: {ranked[0]}, {theirs[ranked[0]]:.3f})"
+        )
+    return warnings
+
+
 @dataclass
 class ScoringData:
     """One split, preprocessed once and kept in memory, with what scoring it needs from the bundle; ``records`` and
@@ -110,6 +134,8 @@ class ScoringData:
     clip_range: tuple[float, float]
     default: ScoringSchedule
     checkpoint: str
+    #: each image's Laplacian variance (:mod:`~monai_diff3m.metrics.film_sharpness`), in batch order
+    sharpness: np.ndarray
 
 
 def load_scoring_data(
@@ -149,6 +175,7 @@ def load_scoring_data(
             )
         ),
         checkpoint=str(parser.get_parsed_content("checkpoint")),
+        sharpness=np.concatenate([laplacian_variance(torch.as_tensor(batch["image"])).numpy() for batch in batches]),
     )
 
 
@@ -188,6 +215,7 @@ def score_schedule(
         metrics[name] = {
             **image_metrics(data.labels, joined, name),
             "auroc_interval": bootstrap_interval(data.labels, joined, "auroc", num_samples=num_bootstrap, seed=seed),
+            "sharpness_correlation": rank_correlation(joined, data.sharpness),
         }
     return {
         **asdict(schedule),
@@ -204,8 +232,8 @@ def study_table(
 ) -> str:
     """A Markdown table, cheapest first: schedule, evaluations/image, images/s, AUROC [95% CI], AUPRC."""
     lines = [
-        f"| schedule | evaluations / image | images/s | {score} AUROC [95% CI] | AUPRC |",
-        "|---|---|---|---|---|",
+        f"| schedule | evaluations / image | images/s | {score} AUROC [95% CI] | AUPRC | ρ with sharpness |",
+        "|---|---|---|---|---|---|",
     ]
     for result in sorted(results, key=lambda r: (r["evaluations"], r["name"])):
         values = result["scores"][score]
@@ -214,7 +242,8 @@ def study_table(
         label = result["name"] + (f" ({', '.join(marks)})" if marks else "")
         lines.append(
             f"| {label} | {result['evaluations']} | {result['images_per_second']:.2f} | "
-            f"{values['auroc']:.3f} [{low:.3f}, {high:.3f}] | {values['auprc']:.3f} |"
+            f"{values['auroc']:.3f} [{low:.3f}, {high:.3f}] | {values['auprc']:.3f} | "
+            f"{values.get('sharpness_correlation', float('nan')):+.2f} |"
         )
     return "\n".join(lines)
 
@@ -268,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--split", default="valid", help="phantom split to score (valid or test) when --csv is not given"
     )
     parser.add_argument("--csv", default=None, help="labelled dataset CSV to score instead of a phantom split")
+    parser.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: its own)")
     parser.add_argument("--noise-levels", type=int, nargs="+", default=[25, 50, 100, 150, 250, 400])
     parser.add_argument(
         "--steps",
@@ -289,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tolerance", type=float, default=0.005, help="AUROC a cheaper schedule may lose to the best")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--compare-with",
+        default=None,
+        help="another data set's study JSON: warn where the schedules' ranking flips between the two sets",
+    )
+    parser.add_argument(
         "--output", default=None, help="JSON file (default: <bundle-root>/eval/scoring_study_<split>.json)"
     )
     args = parser.parse_args(argv)
@@ -296,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.use_pcm:
         ensure_checkpoint(args.bundle_root, args.ieca_mode, args.seed)
     split_csv = args.csv or str(Path(args.bundle_root) / "data" / "phantoms" / f"{args.split}.csv")
-    data = load_scoring_data(args.bundle_root, args.ieca_mode, split_csv, args.use_pcm)
+    overrides = {"image_root": args.image_root} if args.image_root else {}
+    data = load_scoring_data(args.bundle_root, args.ieca_mode, split_csv, args.use_pcm, overrides)
     schedules = schedule_grid(args.noise_levels, args.steps, args.noising)
     if args.with_reference:
         schedules.append(REFERENCE_SCHEDULE)
@@ -338,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **header,
         "n": int(data.labels.size),
         "n_abnormal": int(data.labels.sum()),
+        "sharpness_auroc": image_metrics(data.labels, data.sharpness, "sharpness")["auroc"],
         "score": args.score,
         "tolerance": args.tolerance,
         "best": best["name"],
@@ -345,18 +382,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "bundle_default": data.default.name,
         "results": results,
     }
+    if args.compare_with:
+        other = json.loads(Path(args.compare_with).read_text())["results"]
+        summary["ranking_warnings"] = ranking_flips(results, other, args.score)
     write_json_atomic(summary, output)
     print(
         f"\n{split_csv}: {summary['n']} images ({summary['n_abnormal']} abnormal), "
         f"device {data.device}, score {args.score}"
     )
     print(auroc_grid(results, args.score))
+    print(
+        f"\nsharpness (Laplacian variance) alone reads AUROC {summary['sharpness_auroc']:.3f}; a score with a "
+        "large positive ρ below measures sharpness, not the anomaly"
+    )
     print()
     print(study_table(results, args.score, best, chosen))
     print(
         f"\nbest: {best['name']}; recommended (fewest evaluations within {args.tolerance} AUROC of the best): "
         f"{chosen['name']}; bundle default: {data.default.name}"
     )
+    for warning in summary.get("ranking_warnings", []):
+        print(f"WARNING, ranking flips against {args.compare_with}: {warning}")
     print(f"full results (every score): {output}")
     return summary
 

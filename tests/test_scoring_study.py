@@ -3,7 +3,7 @@ import argparse
 import pytest
 
 from monai_diff3m.inferers import REFERENCE_SCHEDULE, ScoringSchedule
-from monai_diff3m.scoring_study import auroc_grid, parse_steps, recommend, schedule_grid
+from monai_diff3m.scoring_study import auroc_grid, parse_steps, ranking_flips, recommend, schedule_grid
 
 
 def _result(name: str, evaluations: int, auroc: float) -> dict:
@@ -62,3 +62,15 @@ def test_auroc_grid_has_a_row_per_noise_level_and_a_column_per_step_count():
     assert lines[0] == "| lung_mean AUROC | 5 | 10 | full |"
     assert lines[2] == "| stochastic L=50 | 0.843 | - | 0.847 |"
     assert lines[3] == "| stochastic L=250 | - | 0.741 | - |"
+
+
+def test_ranking_flips_between_two_sets_are_named():
+    """The issue's case: DDIM inversion best on one NIH set, below chance on another, where stochastic noising holds."""
+    here = [_result("inversion", 20, 0.62), _result("stochastic", 5, 0.60), _result("only here", 5, 0.9)]
+    there = [_result("inversion", 20, 0.44), _result("stochastic", 5, 0.66)]
+    warnings = ranking_flips(here, there, "lung_mean")
+    assert warnings[0] == "inversion: lung_mean AUROC 0.620 here but 0.440 on the other set (chance is 0.5)"
+    assert warnings[1].startswith("the best schedule here, inversion (0.620), ranks 2 of 2 on the other set")
+    assert len(warnings) == 2
+    agreeing = [_result("inversion", 20, 0.48), _result("stochastic", 5, 0.70)]
+    assert ranking_flips(there, agreeing, "lung_mean") == []

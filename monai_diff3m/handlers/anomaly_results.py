@@ -21,7 +21,13 @@ from monai_diff3m import schema
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import abnormal_labels, evaluate_table, pixel_metrics, present_subgroups
+from monai_diff3m.metrics.anomaly_metrics import (
+    abnormal_labels,
+    below_chance_warnings,
+    evaluate_table,
+    pixel_metrics,
+    present_subgroups,
+)
 from monai_diff3m.metrics.plots import save_roc_pr_curves
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
@@ -262,6 +268,9 @@ class AnomalyEvaluationHandler:
         lesion_masks = [mask for mask in self.writer.masks if mask.any()]
         if self.writer.masks and lesion_masks:
             metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
+        metrics["warnings"] = below_chance_warnings(metrics)
+        for warning in metrics["warnings"]:
+            logger.warning(warning)
         self.metrics = metrics
         write_json_atomic(metrics, self.output_dir / METRICS_FILE)
         labels = abnormal_labels(table)

@@ -473,3 +473,26 @@ def evaluate_table(
         "best_score": max(score_columns, key=lambda column: scores[column]["auroc"]),
         "subgroups": subgroup_metrics(table, score_columns, label_column, groups),
     }
+
+
+def below_chance_warnings(metrics: dict, score_columns: Sequence[str] | None = None) -> list[str]:
+    """A warning for each score of an :func:`evaluate_table` report whose AUROC is below 0.5.
+
+    Below chance, abnormal films come back from the scoring schedule *closer* to themselves than normal films do:
+    the score then follows something else that differs between the classes, such as film sharpness
+    (:mod:`monai_diff3m.metrics.film_sharpness`), and must not be used on these films, however its AUROC is flipped.
+    """
+    columns = list(metrics["scores"]) if score_columns is None else list(score_columns)
+    warnings = []
+    for column in columns:
+        values = metrics["scores"][column]
+        if values["auroc"] >= 0.5:
+            continue
+        low, high = values.get("auroc_interval", (float("nan"), float("nan")))
+        certainty = "its whole interval is below 0.5" if high < 0.5 else "its interval reaches 0.5"
+        warnings.append(
+            f"score {column!r} reads AUROC {values['auroc']:.3f} [{low:.3f}, {high:.3f}], below chance ({certainty}): "
+            "on these films it ranks normal films as more anomalous and measures something other than the anomaly "
+            "(film sharpness, for one); do not use it here, and check the scoring schedule on a labelled split"
+        )
+    return warnings

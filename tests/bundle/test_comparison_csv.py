@@ -5,6 +5,7 @@ import pandas as pd
 from monai_diff3m import schema
 from monai_diff3m.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
+from monai_diff3m.transforms import ehr
 
 from tiny_bundle import TINY_NETWORK
 
@@ -50,3 +51,33 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
     table_text = comparison_table(results)
     assert EHR_ONLY in table_text and "_ehr_normalised" in table_text and "1st film/patient" in table_text
     json.dumps(results)
+
+
+def test_films_without_demographics_train_both_models_and_skip_the_ehr_rows(tmp_path, monkeypatch):
+    """ZhangLab-style CSV: Sex and Age empty for every film, one view, no MIMIC columns. The image-only model must not
+    demand the EHR; the EHR model treats it as missing and the log says so; the EHR rows, which need EHR, are left
+    out."""
+    phantoms = ensure_phantom_dataset(tmp_path / "films", num_train=24, num_val=16, num_test=16, image_size=32, seed=2)
+    table = pd.concat([pd.read_csv(phantoms[split]) for split in ("train", "valid", "test")], ignore_index=True)
+    table[schema.NO_FINDING] = table[schema.NO_FINDING].where(table[schema.NO_FINDING] == 1.0)
+    table[schema.SEX] = None
+    table[schema.AGE] = None
+    table[schema.VIEW] = "AP"
+    table["Patient ID"] = table.index
+    csv = tmp_path / "films" / "labels.csv"
+    table[[schema.PATH, schema.SEX, schema.AGE, schema.VIEW, schema.NO_FINDING, "Patient ID"]].to_csv(csv, index=False)
+
+    dataset = csv_dataset(str(csv), None, str(tmp_path / "bundle"), split_seed=0, image_size=None)
+    assert dataset.train_overrides["ehr_groups"] == ["demographics"]
+    dataset.score_overrides.update(num_inference_steps=2, noise_level=100, num_bootstrap=50)
+    common = {"bundle_root": str(tmp_path / "bundle"), "max_epochs": 1, "batch_size": 8, **TINY_NETWORK}
+    warned: list[str] = []
+    # the bundle's logging.conf replaces the root handlers (caplog's too), so the warning is caught at its source
+    monkeypatch.setattr(ehr.logger, "warning", lambda message, *args: warned.append(message % args))
+    results = compare(dataset, ["Diff3M (EHR, spatial IECA)", "Image-only diffusion"], [0], common, 50)
+
+    assert list(results) == ["Diff3M (EHR, spatial IECA)", "Image-only diffusion"]
+    for metrics in results.values():
+        assert 0.0 <= metrics["scores"][metrics["selected_score"]]["auroc"] <= 1.0
+    assert {message.split(" is missing")[0] for message in warned} == {"EHR field 'Age'", "EHR field 'Sex'"}
+    assert all("ieca_mode='spatial'" in message for message in warned)
