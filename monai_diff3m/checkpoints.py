@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from monai_diff3m.errors import InvalidInputError, MissingInputError
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
 PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
@@ -26,17 +27,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
+        raise MissingInputError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
     if path.stat().st_size == 0:  # torch would blame mmap and the save format instead
-        raise ValueError(
+        raise InvalidInputError(
             f"checkpoint {path} is empty (0 bytes): an interrupted copy or download; copy it again or retrain"
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
+        raise InvalidInputError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or "network" not in checkpoint:
-        raise ValueError(f"checkpoint {path} has no 'network' entry; expected a file written by CheckpointWriter")
+        raise InvalidInputError(
+            f"checkpoint {path} has no 'network' entry; expected a file written by CheckpointWriter"
+        )
     return checkpoint
 
 
@@ -48,7 +51,9 @@ def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
 def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     metadata = checkpoint.get("metadata", {})
     if "network_args" not in metadata:
-        raise ValueError(f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle")
+        raise InvalidInputError(
+            f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle"
+        )
     return metadata
 
 
@@ -93,7 +98,7 @@ def load_state_dict_explained(
     try:
         mismatch = network.load_state_dict(state, strict=False)
     except RuntimeError as error:  # same keys, different shapes
-        raise ValueError(
+        raise InvalidInputError(
             f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}"
         ) from error
     missing = [key for key in mismatch.missing_keys if not key.startswith(ignore_missing)]
@@ -112,7 +117,7 @@ def _explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], 
     if any(key.startswith(_EHR_PREFIXES) or ".attn2." in key for key in missing + unexpected):
         mode = getattr(network, "ieca_mode", "?")
         hints.append(f"the checkpoint was trained with another ieca_mode than this network's {mode!r}")
-    raise ValueError(
+    raise InvalidInputError(
         f"checkpoint {path} does not fit the network: {len(missing)} missing key(s) (e.g. {missing[:3]}), "
         f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). "
         + ("; ".join(hints) or "check channels/attention settings")
