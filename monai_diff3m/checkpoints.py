@@ -7,15 +7,21 @@ or ``--ieca_mode spatial`` is scored with the same settings without repeating th
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from monai_diff3m.data.phantoms import is_phantom_data
 from monai_diff3m.errors import InvalidInputError, MissingInputError
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
+logger = logging.getLogger(__name__)
+
 PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
+#: ``training_data`` of a checkpoint trained on the generated phantoms (``films`` otherwise).
+SYNTHETIC_TRAINING_DATA = "synthetic phantoms"
 _EHR_PREFIXES = ("ehr_tokenizer.", "image_encoder.", "image_query.", "pooled_attention.", "condition_")
 
 
@@ -122,3 +128,24 @@ def _explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], 
         f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). "
         + ("; ".join(hints) or "check channels/attention settings")
     )
+
+
+def training_data_kind(train_csv: str | Path) -> str:
+    """What a model is trained on, stored in its checkpoint: ``"synthetic phantoms"`` or ``"films"``."""
+    return SYNTHETIC_TRAINING_DATA if is_phantom_data(train_csv) else "films"
+
+
+def training_data_warnings(metadata: dict[str, Any], scored_input: str | Path | None) -> list[str]:
+    """Log and return a warning when a model trained on synthetic phantoms scores anything but phantoms.
+
+    The phantom main job's models are demonstrations: on real films their scores are meaningless (0.25-0.42 AUROC
+    on 20 NIH films), and nothing else in ``scores.csv`` would tell.
+    """
+    if metadata.get("training_data") != SYNTHETIC_TRAINING_DATA or is_phantom_data(scored_input):
+        return []
+    warning = (
+        "This model was trained on synthetic phantoms, not on chest X-rays: its scores on real films are not "
+        "meaningful. Train on real normal films first (see the bundle's README, 'Real data')."
+    )
+    logger.warning(warning)
+    return [warning]

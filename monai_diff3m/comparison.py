@@ -138,6 +138,8 @@ def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common
             config_file=config_files("inference.json", "evaluate.json", *dataset.overlays),
             test_csv=dataset.csvs[split],
             output_dir=str(eval_dir / split),
+            run_name=f"{run_dir}/{name}",
+            eval_name=split,
             **scoring,
         )
     tested = time.perf_counter()
