@@ -11,10 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from monai_diff3m import schema
 from monai_diff3m.data.phantoms import is_phantom_data
 from monai_diff3m.errors import InvalidInputError, MissingInputError
+from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
 logger = logging.getLogger(__name__)
@@ -149,3 +152,21 @@ def training_data_warnings(metadata: dict[str, Any], scored_input: str | Path | 
     )
     logger.warning(warning)
     return [warning]
+
+
+def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str = "p99_smoothed") -> int:
+    """Store ``score`` of the normal films (``No Finding`` = 1) of a labelled ``scores.csv`` in checkpoint ``path``.
+
+    Scored on validation normals the model never trained on, they give every later ``anomaly_score`` of that score
+    a reference: inference writes ``anomaly_percentile``, the percent of these normals scoring at most as high.
+    Returns the number of normals recorded.
+    """
+    table = pd.read_csv(scores_csv)
+    normals = sorted(float(value) for value in table.loc[table[schema.NO_FINDING] == 1, score].dropna())
+    if not normals:
+        raise InvalidInputError(f"{scores_csv} has no normal film ({schema.NO_FINDING} = 1) with a {score!r} score")
+    checkpoint = read_checkpoint(path)
+    checkpoint["metadata"] = {**checkpoint.get("metadata", {}), "reference_scores": normals, "reference_score": score}
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+    return len(normals)

@@ -50,5 +50,6 @@ def test_readme_inference_command_scores_the_main_jobs_model(tmp_path):
     output = bundle_root / "outputs" / "diff3m_spatial"
     scores = pd.read_csv(output / "scores.csv")
     assert len(scores) == TINY_PHANTOMS["num_test"] and scores["anomaly_score"].notna().all()
+    assert scores["anomaly_percentile"].between(0, 100).all()  # against the validation normals the job recorded
     assert (output / "report.html").is_file()
     assert "trained on synthetic phantoms" not in result.stderr  # phantoms scoring phantoms: no warning

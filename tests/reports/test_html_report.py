@@ -127,3 +127,11 @@ def test_report_renders_in_headless_chromium(tmp_path):
     )
     pixels = np.asarray(Image.open(screenshot).convert("RGB"))
     assert pixels.shape[:2] == (900, 1100) and pixels.std() > 10  # not a blank page
+
+
+def test_reference_normals_give_each_film_a_percentile(tmp_path):
+    output = _score(tmp_path, reference_scores=[0.2, 0.4, 0.6, 0.8, 1.2])
+    scores = pd.read_csv(output / "scores.csv")
+    assert list(scores.columns[:3]) == ["image", "anomaly_score", "anomaly_percentile"]
+    assert list(scores["anomaly_percentile"]) == [40.0, 80.0, 100.0]  # scores 0.5, 1.0, 1.5
+    assert "percent of the reference normal films" in (output / "report.html").read_text()
