@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from monai_diff3m import schema
+from monai_diff3m.errors import InvalidInputError
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
@@ -92,7 +93,7 @@ class AnomalyResultWriter:
         max_previews: int = 100,
     ) -> None:
         if score not in SCORE_NAMES:
-            raise ValueError(f"score must be one of {list(SCORE_NAMES)}, got {score!r}")
+            raise InvalidInputError(f"--score must be one of {list(SCORE_NAMES)}, got {score!r}")
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
         self.slot_names = list(slot_names)
