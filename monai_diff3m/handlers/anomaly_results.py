@@ -297,7 +297,8 @@ class AnomalyEvaluationHandler:
     Image metrics (AUROC, AUPRC, best F1 and threshold, sensitivity at 95% specificity, bootstrap intervals) for
     every score, per subgroup (sex, age band, view), and pixel metrics of the smoothed maps where masks exist. In
     TensorBoard, under ``tag_prefix`` (``valid``, ``test``: each evaluation its own tags, in its own run folder): the
-    metrics, the curves, and the highest-scoring films (input | twin | map on the shared scale).
+    metrics, the curves, and the highest-scoring films, one a row, highest first (input | twin | map on the shared
+    scale).
 
     Args:
         writer: the ``AnomalyResultWriter`` attached to the same evaluator (attach it first).
@@ -384,5 +385,5 @@ class AnomalyEvaluationHandler:
                     np.repeat((image[..., None] * 255).round().astype(np.uint8), 3, axis=2) for image in (film, twin)
                 ]
                 rows.append(np.concatenate([*gray, overlay], axis=1))
-            summary_writer.add_images(f"{prefix}/top_scoring_films", np.stack(rows), step, dataformats="NHWC")
+            summary_writer.add_image(f"{prefix}/top_scoring_films", np.concatenate(rows), step, dataformats="HWC")
         summary_writer.flush()

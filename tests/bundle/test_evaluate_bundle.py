@@ -36,7 +36,7 @@ def test_evaluation_writes_metrics_curves_and_tensorboard(trained_bundle, tmp_pa
     assert "test/mse/auroc" in events.Tags()["scalars"]
     assert {"test/roc_pr_curves", "test/top_scoring_films"} <= set(events.Tags()["images"])
     top = events.Images("test/top_scoring_films")
-    assert len(top) == 8 and (top[0].width, top[0].height) == (3 * 32, 32)  # input | twin | map, model resolution
+    assert len(top) == 1 and (top[0].width, top[0].height) == (3 * 32, 8 * 32)  # a film a row: input | twin | map
     scores = pd.read_csv(tmp_path / "eval" / "scores.csv")
     assert list(scores.columns[:2]) == ["image", "anomaly_score"]
     assert (scores["anomaly_score"] == scores["p99_smoothed"]).all()

