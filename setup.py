@@ -1,10 +1,16 @@
 """Installable package for monai-diff3m: EHR-conditioned diffusion anomaly detection on chest X-rays."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# one version for the package and the bundle: monai_diff3m.__version__, equal to configs/metadata.json's (a test checks)
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("monai_diff3m/__init__.py").read_text(encoding="utf-8")).group(1)
 
 setup(
     name="monai-diff3m",
-    version="0.2.0",
+    version=VERSION,
     description="Diff3M for MONAI: EHR-conditioned diffusion anomaly detection on chest X-rays",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -29,7 +35,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest", "ruff", "mypy"]},
+    extras_require={"dev": ["pytest", "ruff", "mypy", "jsonschema"]},
     entry_points={
         "console_scripts": [
             "diff3m-phantoms=monai_diff3m.data.phantoms:main",

@@ -1,5 +1,7 @@
 """monai-diff3m: EHR-conditioned diffusion anomaly detection on chest X-rays (Diff3M) for MONAI."""
 
-from monai_diff3m import checkpoints, data, engines, handlers, inferers, metrics, networks, schema, transforms
+from monai_diff3m import checkpoints, data, engines, errors, handlers, inferers, metrics, networks, schema, transforms
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
+
+errors.install_excepthook()

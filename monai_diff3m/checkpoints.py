@@ -7,14 +7,24 @@ or ``--ieca_mode spatial`` is scored with the same settings without repeating th
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from monai_diff3m import schema
+from monai_diff3m.data.phantoms import is_phantom_data
+from monai_diff3m.errors import InvalidInputError, MissingInputError
+from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
+logger = logging.getLogger(__name__)
+
 PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
+#: ``training_data`` of a checkpoint trained on the generated phantoms (``films`` otherwise).
+SYNTHETIC_TRAINING_DATA = "synthetic phantoms"
 _EHR_PREFIXES = ("ehr_tokenizer.", "image_encoder.", "image_query.", "pooled_attention.", "condition_")
 
 
@@ -26,17 +36,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
+        raise MissingInputError(f"checkpoint {path} not found; train first (python -m monai.bundle run training ...)")
     if path.stat().st_size == 0:  # torch would blame mmap and the save format instead
-        raise ValueError(
+        raise InvalidInputError(
             f"checkpoint {path} is empty (0 bytes): an interrupted copy or download; copy it again or retrain"
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several unrelated types for a corrupt or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
+        raise InvalidInputError(f"checkpoint {path} cannot be read as a PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or "network" not in checkpoint:
-        raise ValueError(f"checkpoint {path} has no 'network' entry; expected a file written by CheckpointWriter")
+        raise InvalidInputError(
+            f"checkpoint {path} has no 'network' entry; expected a file written by CheckpointWriter"
+        )
     return checkpoint
 
 
@@ -48,7 +60,9 @@ def checkpoint_metadata(path: str | Path) -> dict[str, Any]:
 def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     metadata = checkpoint.get("metadata", {})
     if "network_args" not in metadata:
-        raise ValueError(f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle")
+        raise InvalidInputError(
+            f"checkpoint {path} has no 'network_args' metadata; it was not written by the Diff3M bundle"
+        )
     return metadata
 
 
@@ -93,7 +107,7 @@ def load_state_dict_explained(
     try:
         mismatch = network.load_state_dict(state, strict=False)
     except RuntimeError as error:  # same keys, different shapes
-        raise ValueError(
+        raise InvalidInputError(
             f"checkpoint {path} does not fit the network (tensor shapes differ: other channels or EHR groups?): {error}"
         ) from error
     missing = [key for key in mismatch.missing_keys if not key.startswith(ignore_missing)]
@@ -112,8 +126,47 @@ def _explain_mismatch(path: Path, network: torch.nn.Module, missing: list[str], 
     if any(key.startswith(_EHR_PREFIXES) or ".attn2." in key for key in missing + unexpected):
         mode = getattr(network, "ieca_mode", "?")
         hints.append(f"the checkpoint was trained with another ieca_mode than this network's {mode!r}")
-    raise ValueError(
+    raise InvalidInputError(
         f"checkpoint {path} does not fit the network: {len(missing)} missing key(s) (e.g. {missing[:3]}), "
         f"{len(unexpected)} unexpected key(s) (e.g. {unexpected[:3]}). "
         + ("; ".join(hints) or "check channels/attention settings")
     )
+
+
+def training_data_kind(train_csv: str | Path) -> str:
+    """What a model is trained on, stored in its checkpoint: ``"synthetic phantoms"`` or ``"films"``."""
+    return SYNTHETIC_TRAINING_DATA if is_phantom_data(train_csv) else "films"
+
+
+def training_data_warnings(metadata: dict[str, Any], scored_input: str | Path | None) -> list[str]:
+    """Log and return a warning when a model trained on synthetic phantoms scores anything but phantoms.
+
+    The phantom main job's models are demonstrations: on real films their scores are meaningless (0.25-0.42 AUROC
+    on 20 NIH films), and nothing else in ``scores.csv`` would tell.
+    """
+    if metadata.get("training_data") != SYNTHETIC_TRAINING_DATA or is_phantom_data(scored_input):
+        return []
+    warning = (
+        "This model was trained on synthetic phantoms, not on chest X-rays: its scores on real films are not "
+        "meaningful. Train on real normal films first (see the bundle's README, 'Real data')."
+    )
+    logger.warning(warning)
+    return [warning]
+
+
+def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str = "p99_smoothed") -> int:
+    """Store ``score`` of the normal films (``No Finding`` = 1) of a labelled ``scores.csv`` in checkpoint ``path``.
+
+    Scored on validation normals the model never trained on, they give every later ``anomaly_score`` of that score
+    a reference: inference writes ``anomaly_percentile``, the percent of these normals scoring at most as high.
+    Returns the number of normals recorded.
+    """
+    table = pd.read_csv(scores_csv)
+    normals = sorted(float(value) for value in table.loc[table[schema.NO_FINDING] == 1, score].dropna())
+    if not normals:
+        raise InvalidInputError(f"{scores_csv} has no normal film ({schema.NO_FINDING} = 1) with a {score!r} score")
+    checkpoint = read_checkpoint(path)
+    checkpoint["metadata"] = {**checkpoint.get("metadata", {}), "reference_scores": normals, "reference_score": score}
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+    return len(normals)

@@ -35,7 +35,7 @@ import pandas as pd
 from monai.bundle import run
 
 from monai_diff3m import schema
-from monai_diff3m.checkpoints import checkpoint_name
+from monai_diff3m.checkpoints import checkpoint_name, record_reference_scores
 from monai_diff3m.data.splits import write_patient_splits
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import (
@@ -146,8 +146,12 @@ def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common
             config_file=config_files("inference.json", "evaluate.json", *dataset.overlays),
             test_csv=dataset.csvs[split],
             output_dir=str(eval_dir / split),
+            run_name=f"{run_dir}/{name}",
+            eval_name=split,
             **scoring,
         )
+        if split == "valid":  # its normals become the reference range of anomaly_score: test gets percentiles
+            record_reference_scores(Path(ckpt_dir) / f"{name}_best.pt", eval_dir / "valid" / "scores.csv")
     tested = time.perf_counter()
     validation = json.loads((eval_dir / "valid" / "metrics.json").read_text())
     metrics = json.loads((eval_dir / "test" / "metrics.json").read_text())

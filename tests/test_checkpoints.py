@@ -1,9 +1,17 @@
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
-from monai_diff3m.checkpoints import checkpoint_metadata, load_network_weights, network_from_checkpoint
+from monai_diff3m.checkpoints import (
+    checkpoint_metadata,
+    load_network_weights,
+    network_from_checkpoint,
+    record_reference_scores,
+    training_data_kind,
+    training_data_warnings,
+)
 from monai_diff3m.engines import start_stage2
 from monai_diff3m.handlers import CheckpointWriter
 from monai_diff3m.networks import Diff3MUNet
@@ -64,3 +72,26 @@ def test_best_checkpoint_is_written_only_when_the_metric_improved(tmp_path):
     assert not (tmp_path / "best.pt").exists()
     writer(SimpleNamespace(state=SimpleNamespace(epoch=2, best_metric_epoch=2, best_metric=0.4)))
     assert torch.load(tmp_path / "best.pt", weights_only=True)["metadata"]["best_metric"] == 0.4
+
+
+def test_validation_normals_are_recorded_as_the_reference_of_the_score(tmp_path):
+    args = {**ARGS, "ieca_mode": "spatial"}
+    path = _save(tmp_path, Diff3MUNet(**args), network_args=args, image_size=32)
+    pd.DataFrame({"No Finding": [1.0, 0.0, 1.0, None], "p99_smoothed": [0.3, 0.9, 0.1, 0.8]}).to_csv(
+        tmp_path / "scores.csv", index=False
+    )
+    assert record_reference_scores(path, tmp_path / "scores.csv") == 2
+    metadata = checkpoint_metadata(path)
+    assert metadata["reference_scores"] == [0.1, 0.3] and metadata["reference_score"] == "p99_smoothed"
+    assert metadata["image_size"] == 32 and network_from_checkpoint(path).ieca_mode == "spatial"
+
+
+def test_training_data_kind_and_the_phantom_warning(tmp_path):
+    (tmp_path / "phantoms").mkdir()
+    (tmp_path / "phantoms" / "phantoms.json").write_text("{}")
+    assert training_data_kind(tmp_path / "phantoms" / "train.csv") == "synthetic phantoms"
+    assert training_data_kind(tmp_path / "nih" / "train.csv") == "films"
+    metadata = {"training_data": "synthetic phantoms"}
+    assert training_data_warnings(metadata, tmp_path / "phantoms" / "images" / "test") == []
+    assert "trained on synthetic phantoms" in training_data_warnings(metadata, tmp_path / "films")[0]
+    assert training_data_warnings({"training_data": "films"}, tmp_path / "films") == []

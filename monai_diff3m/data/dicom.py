@@ -18,6 +18,7 @@ import pandas as pd
 
 from monai_diff3m.data.csv_files import read_csv_file
 from monai_diff3m.data.input_files import files_under
+from monai_diff3m.errors import MissingInputError
 from monai_diff3m.schema import (
     AGE,
     FRONTAL,
@@ -135,7 +136,7 @@ def scan_dicom_folder(
 def _read_ehr_csv(ehr_csv: str | os.PathLike) -> pd.DataFrame:
     """The EHR CSV with missing cells as None, after checking the schema's required columns are present."""
     if not Path(ehr_csv).is_file():
-        raise FileNotFoundError(f"EHR CSV {str(ehr_csv)!r} does not exist")
+        raise MissingInputError(f"EHR CSV {str(ehr_csv)!r} does not exist")
     table = read_csv_file(ehr_csv, "EHR CSV", dtype={PATH: str})
     missing = [column for column in REQUIRED_COLUMNS if column not in table.columns]
     if missing:

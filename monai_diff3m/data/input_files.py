@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from monai_diff3m.errors import MissingInputError
+
 #: Empty file the result writer leaves in every output folder, so input scans recognise and skip the folder.
 OUTPUT_FOLDER_MARKER = ".diff3m-output"
 
@@ -26,7 +28,7 @@ def files_under(folder: str | os.PathLike, exclude: Iterable[str | os.PathLike |
     """
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a directory")
+        raise MissingInputError(f"image folder {str(folder)!r} does not exist or is not a directory")
     excluded = {Path(path).resolve() for path in exclude if path is not None}
     files: list[Path] = []
     for current, folders, names in os.walk(root):

@@ -702,6 +702,17 @@ def ensure_phantom_dataset(
     return paths
 
 
+def is_phantom_data(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` (a CSV, image folder or file) lies in a phantom dataset (a folder holding ``phantoms.json``).
+
+    Checkpoints record it as their training data kind, so that scoring real films with a phantom model can warn.
+    """
+    if path is None:
+        return False
+    resolved = Path(path).resolve()
+    return any((folder / PARAMETERS_FILE).is_file() for folder in (resolved, *resolved.parents))
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Command line: ``python -m monai_diff3m.data.phantoms --output DIR [...]``; prints each split's CSV and counts.
 

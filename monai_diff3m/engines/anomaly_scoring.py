@@ -20,8 +20,9 @@ from monai_diff3m.inferers.anomaly import Diff3MAnomalyInferer
 class AnomalyScoringStep:
     """Run ``Diff3MAnomalyInferer`` on a batch and return everything the result writers need.
 
-    The output keeps the batch's identifiers (``source``), its per-image affine (for NIfTI spacing), and the
-    ground-truth ``mask`` when the batch has one, next to the twin, the maps, the scores and the EHR attention.
+    The output keeps the batch's identifiers (``source``), its per-image affine (for NIfTI spacing), the encoded
+    ``ehr`` and its ``ehr_missing`` mask (to report attention only for what a film had), and the ground-truth
+    ``mask`` when the batch has one, next to the twin, the maps, the scores and the EHR attention.
     """
 
     def __init__(self, inferer: Diff3MAnomalyInferer, image_key: str = "image", ehr_key: str = "ehr") -> None:
@@ -39,6 +40,8 @@ class AnomalyScoringStep:
         batch_image = batchdata[self.image_key]
         output = {
             "image": image,
+            "ehr": ehr,
+            "ehr_missing": missing,
             **result,
             "source": list(batchdata.get("source", [""] * image.shape[0])),
             "affine": batch_image.affine if isinstance(batch_image, MetaTensor) else None,

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
-from matplotlib import colormaps
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from monai_diff3m import schema
+from monai_diff3m.errors import InvalidInputError
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.anomaly import SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
@@ -29,7 +31,9 @@ from monai_diff3m.metrics.anomaly_metrics import (
     present_subgroups,
 )
 from monai_diff3m.metrics.plots import save_roc_pr_curves
-from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
+from monai_diff3m.reports.figures import FilmPreview, map_overlay, overlay_with_legend, to_gray
+from monai_diff3m.reports.html import REPORT_FILE
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, read_chest_xray
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +44,31 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "roc_pr_curves.png"
 MAP_COLUMNS = ("map_nifti", "map_overlay")
 FAILURE_COLUMNS = ("path", "reason")
+#: The column of the score the bundle stands behind (``score``); every score also keeps its own column.
+PRIMARY_SCORE_COLUMN = "anomaly_score"
+#: Percent of the reference normals (the validation normals recorded with the checkpoint) scoring at most as high.
+PERCENTILE_COLUMN = "anomaly_percentile"
+#: Default full-colour value of the maps, as a fraction of the width of the image range.
+MAP_MAX_FRACTION = 0.25
 
 
 class AnomalyResultWriter:
     """Write one row per scored image to ``scores.csv``, the inputs that could not be scored to ``failures.csv``, and
     the anomaly maps, keeping the output folder consistent whatever happens to the run.
 
-    Each row has the image, every score, the EHR values the model was given (as read; empty = missing, encoded as
-    the learned "missing" token) and the attention weight of each EHR token. Maps are written per image as NIfTI
-    (with the spacing of the resized image) and as a PNG overlay; an image whose map cannot be written becomes a
-    failure row instead of stopping the run. When the run starts, the writer locks the folder against a second run
-    (``OutputFolder``) and removes the previous run's tables and the maps they name; rows and failures are appended
-    to ``scores.partial.csv`` / ``failures.partial.csv`` after every batch and renamed onto ``scores.csv`` /
-    ``failures.csv`` when the run completes, so a killed run keeps its finished batches and never leaves an old
-    ``scores.csv`` beside new maps.
+    Each row has the image, ``anomaly_score`` (the configured ``score``, the one the model stands behind; with
+    ``reference_scores``, also ``anomaly_percentile`` among those normals), the labels and EHR values the model was
+    given (as read; empty = missing, encoded as the learned "missing" token), every score under its own name, and the
+    attention weight of each EHR field the film had (for a one-hot field, the weight of the film's own category;
+    fields no record has get no column). Maps are written per image at the film's own resolution, as NIfTI (with the
+    film's spacing) and as a PNG overlay on one colour scale for every film (``map_max``), with a title and a colour
+    bar; an image whose map cannot be written becomes a failure row instead of stopping the run. The
+    ``max_previews`` highest-scoring films are kept at the model's resolution for the HTML report and TensorBoard.
+
+    When the run starts, the writer locks the folder against a second run (``OutputFolder``) and removes the
+    previous run's tables and the maps they name; rows and failures are appended to ``scores.partial.csv`` /
+    ``failures.partial.csv`` after every batch and renamed onto ``scores.csv`` / ``failures.csv`` when the run
+    completes, so a killed run keeps its finished batches and never leaves an old ``scores.csv`` beside new maps.
 
     Args:
         output_dir: folder for all outputs.
@@ -63,6 +78,10 @@ class AnomalyResultWriter:
         write_maps: write the per-image NIfTI and PNG maps (off for quick evaluations).
         keep_maps: keep maps and masks in memory for pixel-level metrics.
         image_range: intensity range of the scored images, to show them in gray in the overlays.
+        score: the image score of ``SCORE_NAMES`` written as ``anomaly_score``.
+        reference_scores: ``score`` of reference normal films, for ``anomaly_percentile``; None or empty: no column.
+        map_max: map value (intensity units) drawn at full colour on every film; default a quarter of the range.
+        max_previews: films kept for the report and TensorBoard (the highest scores).
     """
 
     def __init__(
@@ -74,7 +93,13 @@ class AnomalyResultWriter:
         write_maps: bool = True,
         keep_maps: bool = False,
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        score: str = "p99_smoothed",
+        reference_scores: Sequence[float] | None = None,
+        map_max: float | None = None,
+        max_previews: int = 100,
     ) -> None:
+        if score not in SCORE_NAMES:
+            raise InvalidInputError(f"--score must be one of {list(SCORE_NAMES)}, got {score!r}")
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
         self.slot_names = list(slot_names)
@@ -82,6 +107,12 @@ class AnomalyResultWriter:
         self.write_maps = write_maps
         self.keep_maps = keep_maps
         self.image_range = tuple(float(bound) for bound in image_range)
+        self.score = score
+        self.reference_scores = np.sort(np.asarray(reference_scores if reference_scores else [], dtype=float))
+        self.map_max = MAP_MAX_FRACTION * (self.image_range[1] - self.image_range[0]) if map_max is None else map_max
+        self.max_previews = max_previews
+        self.attention_fields = present_ehr_fields(self.slot_names, self.records.values())
+        self.previews: list[FilmPreview] = []
         self.folder = OutputFolder(self.output_dir)
         self.rows: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
@@ -106,11 +137,11 @@ class AnomalyResultWriter:
         # registered now, so it runs after every COMPLETED handler attached with the config (metrics.json included)
         self._release_handle = engine.add_event_handler(Events.COMPLETED, self._release)
         self.folder.clear_previous_run(
-            tables=(SCORES_FILE, FAILURES_FILE, METRICS_FILE, CURVES_FILE),
+            tables=(SCORES_FILE, FAILURES_FILE, METRICS_FILE, CURVES_FILE, REPORT_FILE),
             files_named_in=(SCORES_FILE, partial_path(SCORES_FILE).name),
             file_columns=MAP_COLUMNS,
         )
-        self.rows, self.maps, self.masks, self._used_names = [], [], [], set()
+        self.rows, self.maps, self.masks, self._used_names, self.previews = [], [], [], set(), []
         self.failures = list(self.input_failures)
         self._scores = GrowingCSV(self.output_dir / SCORES_FILE)
         self._failures = GrowingCSV(self.output_dir / FAILURES_FILE, columns=FAILURE_COLUMNS)
@@ -119,32 +150,31 @@ class AnomalyResultWriter:
     def _collect(self, engine: Engine) -> None:
         output = cast(dict[str, Any], engine.state.output)
         image = output["image"].float().cpu().numpy()
+        twin = output["twin"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
         scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
         attention = output.get("ehr_attention")
         attention = None if attention is None else attention.float().cpu().numpy()
+        ehr, missing = output.get("ehr"), output.get("ehr_missing")
+        given = None if ehr is None or missing is None else self._given_slots(ehr.float().cpu().numpy(), missing)
         rows, failures = [], []
         for index, source in enumerate(output["source"]):
             record = self.records.get(str(source), {})
             image_path = str(record.get("image", source))
-            row: dict[str, Any] = {"image": image_path}
+            score = float(scores[self.score][index])
+            row: dict[str, Any] = {"image": image_path, PRIMARY_SCORE_COLUMN: score}
+            if self.reference_scores.size:
+                row[PERCENTILE_COLUMN] = round(self.percentile(score), 1)
             row.update(
                 {column: record.get(column) for column in (*RECORD_COLUMNS, *schema.EHR_COLUMNS) if column in record}
             )
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
-                row.update(
-                    {
-                        f"attention[{slot}]": float(attention[index, position])
-                        for position, slot in enumerate(self.slot_names)
-                    }
-                )
+                row.update(self._attention_columns(attention[index], None if given is None else given[index]))
             if self.write_maps:
                 name = self._unique_name(image_path)
-                affine = output.get("affine")
-                spacing = (1.0, 1.0) if affine is None else (float(affine[index][0, 0]), float(affine[index][1, 1]))
                 try:
-                    self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
+                    self._write_map_files(name, image_path, anomaly_map[index, 0], score)
                 except (OSError, ValueError, HeaderDataError) as error:
                     logger.warning("not scored: the map of %s cannot be written: %s", image_path, error)
                     reason = f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"
@@ -153,6 +183,7 @@ class AnomalyResultWriter:
                 row["map_nifti"] = f"maps/{name}.nii.gz"
                 row["map_overlay"] = f"overlays/{name}.png"
             rows.append(row)
+            self._keep_preview(image_path, score, image[index, 0], twin[index, 0], anomaly_map[index, 0])
             if self.keep_maps:
                 self.maps.append(output["smoothed_map"][index, 0].float().cpu().numpy())
                 if "mask" in output:
@@ -163,6 +194,30 @@ class AnomalyResultWriter:
         self._scores.append(rows)
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
 
+    def _given_slots(self, ehr: np.ndarray, missing: Any) -> np.ndarray:
+        """(N, slots) True where the film had the slot's value: present, and for a one-hot slot its own category."""
+        present = np.asarray(torch.as_tensor(missing).float().cpu().numpy() < 0.5)
+        one_hot = np.array(["=" in slot for slot in self.slot_names])
+        return present & (~one_hot | (ehr > 0.5))
+
+    def _attention_columns(self, weights: np.ndarray, given: np.ndarray | None) -> dict[str, float | None]:
+        """``attention[field]``: the weight of the slot the film had for each field, empty where it had none."""
+        columns: dict[str, float | None] = {f"attention[{name}]": None for name in self.attention_fields}
+        for position, slot in enumerate(self.slot_names):
+            name = slot.split("=")[0]
+            if name in self.attention_fields and (given is None or given[position]):
+                columns[f"attention[{name}]"] = float(weights[position])
+        return columns
+
+    def _keep_preview(
+        self, image_path: str, score: float, film: np.ndarray, twin: np.ndarray, anomaly_map: np.ndarray
+    ) -> None:
+        preview = FilmPreview(score, -len(self.rows) - len(self.previews), image_path, film, twin, anomaly_map)
+        if len(self.previews) < self.max_previews:
+            heapq.heappush(self.previews, preview)
+        elif self.max_previews and preview > self.previews[0]:
+            heapq.heapreplace(self.previews, preview)
+
     def _unique_name(self, image_path: str) -> str:
         stem = Path(image_path).name.split(".")[0] or "image"
         name, counter = stem, 1
@@ -172,20 +227,46 @@ class AnomalyResultWriter:
         self._used_names.add(name)
         return name
 
-    def _write_map_files(
-        self, name: str, image: np.ndarray, anomaly_map: np.ndarray, spacing: tuple[float, float]
-    ) -> None:
+    def _write_map_files(self, name: str, image_path: str, anomaly_map: np.ndarray, score: float) -> None:
+        """The map brought back to the film's own size and spacing, as NIfTI and as an overlay on the film."""
+        film = read_chest_xray(image_path)
+        height, width = film.shape[1:]
+        spacing = (float(film.affine[0, 0]), float(film.affine[1, 1]))
+        full_map = torch.nn.functional.interpolate(
+            torch.from_numpy(anomaly_map)[None, None], size=(height, width), mode="bilinear", align_corners=False
+        )[0, 0].numpy()
         nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
         nifti_path.parent.mkdir(parents=True, exist_ok=True)
         affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
         with atomic_path(nifti_path) as temporary:
-            nib.save(nib.Nifti1Image(anomaly_map.astype(np.float32), affine), str(temporary))
+            nib.save(nib.Nifti1Image(full_map.astype(np.float32), affine), str(temporary))
+        overlay = map_overlay(to_gray(film[0].numpy()), full_map, self.map_max)
+        title = f"{Path(image_path).name}   anomaly score {score:.4g} ({self.score})"
+        if self.reference_scores.size:
+            percentile = (
+                100.0 * np.searchsorted(self.reference_scores, score, side="right") / self.reference_scores.size
+            )
+            title += f", above {percentile:.0f}% of reference normals"
+        figure = overlay_with_legend(overlay, self.map_max, title, units=self.intensity_units)
         overlay_path = self.output_dir / "overlays" / f"{name}.png"
         overlay_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(overlay_path) as temporary:
-            Image.fromarray(anomaly_overlay(image, anomaly_map, image_range=self.image_range)).save(
-                temporary, format="PNG"
-            )
+            figure.save(temporary, format="PNG")
+
+    def percentile(self, score: float) -> float:
+        """Percent of the reference normals whose score is at most ``score``."""
+        below = np.searchsorted(self.reference_scores, score, side="right")
+        return 100.0 * float(below) / self.reference_scores.size
+
+    @property
+    def intensity_units(self) -> str:
+        """How a map value reads: the film's gray range spans ``image_range``."""
+        low, high = self.image_range
+        return f"film gray range = [{low:g}, {high:g}]"
+
+    def ranked_previews(self) -> list[FilmPreview]:
+        """The kept films, highest ``anomaly_score`` first."""
+        return sorted(self.previews, reverse=True)
 
     def _write_tables(self, engine: Engine) -> None:
         assert self._scores is not None and self._failures is not None, "attach() registers _start first"
@@ -209,27 +290,21 @@ class AnomalyResultWriter:
         raise error
 
 
-def anomaly_overlay(
-    image: np.ndarray,
-    anomaly_map: np.ndarray,
-    opacity: float = 0.6,
-    image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
-) -> np.ndarray:
-    """RGB uint8 overlay: the image in gray (from ``image_range``) blended with the per-image-scaled map, 'inferno'."""
-    low, high = image_range
-    gray = np.clip((image - low) / (high - low), 0.0, 1.0)
-    scaled = anomaly_map / max(float(anomaly_map.max()), 1e-8)
-    heat = colormaps["inferno"](scaled)[..., :3]
-    alpha = opacity * scaled[..., None]
-    blended = gray[..., None] * (1.0 - alpha) + heat * alpha
-    return (blended * 255.0).round().astype(np.uint8)
+def present_ehr_fields(slot_names: Sequence[str], records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The EHR fields of ``slot_names`` (``Sex`` for ``Sex=Male``) that at least one record has a value for."""
+    fields = list(dict.fromkeys(slot.split("=")[0] for slot in slot_names))
+    records = list(records)
+    return [name for name in fields if any(not schema.is_missing(record.get(name)) for record in records)]
 
 
 class AnomalyEvaluationHandler:
-    """After scoring a labelled split: metrics.json, ROC/PR curves and TensorBoard scalars.
+    """After scoring a labelled split: metrics.json, ROC/PR curves and TensorBoard scalars and images.
 
     Image metrics (AUROC, AUPRC, best F1 and threshold, sensitivity at 95% specificity, bootstrap intervals) for
-    every score, per subgroup (sex, age band, view), and pixel metrics of the smoothed maps where masks exist.
+    every score, per subgroup (sex, age band, view), and pixel metrics of the smoothed maps where masks exist. In
+    TensorBoard, under ``tag_prefix`` (``valid``, ``test``: each evaluation its own tags, in its own run folder): the
+    metrics, the curves, and the highest-scoring films, one a row, highest first (input | twin | map on the shared
+    scale).
 
     Args:
         writer: the ``AnomalyResultWriter`` attached to the same evaluator (attach it first).
@@ -237,6 +312,8 @@ class AnomalyEvaluationHandler:
         summary_writer: TensorBoard writer for the metric scalars (optional).
         num_bootstrap: bootstrap resamples for the intervals.
         seed: bootstrap seed.
+        tag_prefix: TensorBoard tag prefix, the name of the evaluated split.
+        num_top_films: films in the TensorBoard grid of the highest scores.
     """
 
     def __init__(
@@ -246,8 +323,12 @@ class AnomalyEvaluationHandler:
         summary_writer: SummaryWriter | None = None,
         num_bootstrap: int = 1000,
         seed: int = 0,
+        tag_prefix: str = "test",
+        num_top_films: int = 8,
     ) -> None:
         self.writer = writer
+        self.tag_prefix = tag_prefix
+        self.num_top_films = num_top_films
         self.output_dir = Path(output_dir)
         self.summary_writer = summary_writer
         self.num_bootstrap = num_bootstrap
@@ -278,17 +359,40 @@ class AnomalyEvaluationHandler:
             labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / CURVES_FILE
         )
         if self.summary_writer is not None:
-            for name, values in metrics["scores"].items():
-                for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
-                    self.summary_writer.add_scalar(f"test/{name}/{metric}", values[metric], engine.state.epoch)
-            for metric, value in metrics.get("pixel", {}).items():
-                if metric.startswith(("pixel_", "best_dice")):
-                    self.summary_writer.add_scalar(f"test/pixel/{metric}", value, engine.state.epoch)
-            self.summary_writer.flush()
-        best = metrics["best_score"]
+            self._log_tensorboard(self.summary_writer, metrics, engine.state.epoch)
+        primary, best = self.writer.score, metrics["best_score"]
         logger.info(
-            "best score %s: AUROC %.3f, AUPRC %.3f",
+            "anomaly_score (%s): AUROC %.3f, AUPRC %.3f; best of all scores here: %s (AUROC %.3f)",
+            primary,
+            metrics["scores"][primary]["auroc"],
+            metrics["scores"][primary]["auprc"],
             best,
             metrics["scores"][best]["auroc"],
-            metrics["scores"][best]["auprc"],
         )
+
+    def _log_tensorboard(self, summary_writer: SummaryWriter, metrics: dict[str, Any], step: int) -> None:
+        prefix = self.tag_prefix
+        for name, values in metrics["scores"].items():
+            for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
+                summary_writer.add_scalar(f"{prefix}/{name}/{metric}", values[metric], step)
+        for metric, value in metrics.get("pixel", {}).items():
+            if metric.startswith(("pixel_", "best_dice")):
+                summary_writer.add_scalar(f"{prefix}/pixel/{metric}", value, step)
+        with Image.open(self.output_dir / CURVES_FILE) as curves:
+            summary_writer.add_image(
+                f"{prefix}/roc_pr_curves", np.asarray(curves.convert("RGB")), step, dataformats="HWC"
+            )
+        top = self.writer.ranked_previews()[: self.num_top_films]
+        if top:
+            low, high = self.writer.image_range
+            rows = []
+            for preview in top:
+                film = to_gray(preview.film, (low, high))
+                twin = to_gray(preview.twin, (low, high))
+                overlay = map_overlay(film, preview.anomaly_map, self.writer.map_max)
+                gray = [
+                    np.repeat((image[..., None] * 255).round().astype(np.uint8), 3, axis=2) for image in (film, twin)
+                ]
+                rows.append(np.concatenate([*gray, overlay], axis=1))
+            summary_writer.add_image(f"{prefix}/top_scoring_films", np.concatenate(rows), step, dataformats="HWC")
+        summary_writer.flush()

@@ -18,6 +18,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from monai_diff3m.checkpoints import load_state_dict_explained, read_checkpoint
+from monai_diff3m.errors import MissingInputError
 from monai_diff3m.io import atomic_path
 from monai_diff3m.rng_state import capture_rng_state, restore_rng_state
 
@@ -115,7 +116,7 @@ class ResumeFromCheckpoint:
 
     def __call__(self, engine: Engine) -> None:
         if not self.load_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {self.load_path} does not exist; start training without --resume")
+            raise MissingInputError(f"cannot resume: {self.load_path} does not exist; start training without --resume")
         checkpoint = read_checkpoint(self.load_path, self.map_location)
         if "trainer" not in checkpoint or "rng" not in checkpoint:
             raise ValueError(

@@ -31,9 +31,35 @@ def test_evaluation_writes_metrics_curves_and_tensorboard(trained_bundle, tmp_pa
     assert set(metrics["subgroups"]) == {"Sex", "Age", "AP/PA"}
     assert 0.0 <= metrics["pixel"]["pixel_auroc"] <= 1.0 and metrics["pixel"]["n_lesion_pixels"] > 0
     assert Image.open(tmp_path / "eval" / "roc_pr_curves.png").format == "PNG"
-    events = EventAccumulator(str(trained_bundle / "runs" / "eval_diff3m_pooled"), size_guidance={"images": 0})
+    events = EventAccumulator(str(trained_bundle / "runs" / "diff3m_pooled" / "test"), size_guidance={"images": 0})
     events.Reload()
-    assert "test/mse/auroc" in events.Tags()["scalars"] and "test/anomaly_map" in events.Tags()["images"]
+    assert "test/mse/auroc" in events.Tags()["scalars"]
+    assert {"test/roc_pr_curves", "test/top_scoring_films"} <= set(events.Tags()["images"])
+    top = events.Images("test/top_scoring_films")
+    assert len(top) == 1 and (top[0].width, top[0].height) == (3 * 32, 8 * 32)  # a film a row: input | twin | map
+    scores = pd.read_csv(tmp_path / "eval" / "scores.csv")
+    assert list(scores.columns[:2]) == ["image", "anomaly_score"]
+    assert (scores["anomaly_score"] == scores["p99_smoothed"]).all()
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert 'id="metrics"' in report and 'id="subgroups"' in report and "ROC and precision-recall curves" in report
+
+
+def test_validation_and_test_evaluations_get_their_own_runs_and_tags(trained_bundle, tmp_path):
+    """The main job scores validation and test with one checkpoint: both used to write test/... into one run."""
+    for split in ("valid", "test"):
+        overrides = scoring_overrides(
+            trained_bundle,
+            output_dir=str(tmp_path / split),
+            run_name="phantoms/seed3/diff3m_pooled",
+            eval_name=split,
+            **FAST_SCORING,
+        )
+        run_workflow(EVALUATE, "evaluating", overrides)
+    for split in ("valid", "test"):
+        folder = trained_bundle / "runs" / "phantoms" / "seed3" / "diff3m_pooled" / split
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        assert {tag.split("/")[0] for tag in events.Tags()["scalars"]} == {split}
 
 
 def test_same_seed_and_config_give_identical_scores(trained_bundle, tmp_path):

@@ -44,14 +44,22 @@ def test_folder_with_ehr_csv_scores_every_readable_image_and_reports_the_broken_
     assert len(scores) == 3 and set(SCORE_NAMES) <= set(scores.columns)
     assert scores[list(SCORE_NAMES)].notna().all().all()
     assert list(scores[schema.AGE]) == list(source[schema.AGE])
+    assert list(scores.columns[:2]) == ["image", "anomaly_score"]
+    assert (scores["anomaly_score"] == scores["p99_smoothed"]).all()
     attention = scores[[column for column in scores.columns if column.startswith("attention[")]]
-    assert attention.shape[1] == 10
-    np.testing.assert_allclose(attention.sum(axis=1), 2.0, rtol=1e-5)  # softmax within each of the two groups
+    fields = ["Age", "Sex", "AP/PA", "BMI", "Systolic BP", "Diastolic BP", "Height", "Weight"]
+    assert list(attention.columns) == [f"attention[{name}]" for name in fields]  # one per field, not per category
+    for _, row in scores.iterrows():
+        for name in fields:  # a weight exactly for the fields the film had
+            assert pd.isna(row[f"attention[{name}]"]) == pd.isna(row[name]), (row["image"], name)
     assert len(failures) == 1 and failures["path"].iloc[0].endswith("broken.png")
     assert "cannot decode" in failures["reason"].iloc[0]
     for relative in scores["map_nifti"]:
-        assert nib.load(tmp_path / "out" / relative).shape == (32, 32)
-    assert Image.open(tmp_path / "out" / scores["map_overlay"].iloc[0]).mode == "RGB"
+        assert nib.load(tmp_path / "out" / relative).shape == (32, 32)  # the phantom films' own size
+    overlay = Image.open(tmp_path / "out" / scores["map_overlay"].iloc[0])
+    assert overlay.mode == "RGB" and overlay.width == 32 and overlay.height > 32  # film, title and colour bar
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 3 * 3 + 0 and "broken.png" in report
 
 
 def _film(index: int, size: int = 64) -> np.ndarray:
@@ -108,7 +116,7 @@ def test_documented_dicom_only_command_reads_ehr_from_tags_and_keeps_missing_tag
     assert pd.isna(scores.loc["b.dcm", schema.SEX])
     assert len(failures) == 1 and "PatientAge" in failures["reason"].iloc[0]
     spacing = nib.load(output / scores.loc["a.dcm", "map_nifti"]).header.get_zooms()
-    np.testing.assert_allclose(spacing[:2], (1.0, 1.0))  # 64 px at 0.5 mm resized to 32 px
+    np.testing.assert_allclose(spacing[:2], (0.5, 0.5))  # the map has the film's 64 px at 0.5 mm
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")

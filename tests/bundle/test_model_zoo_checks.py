@@ -9,8 +9,9 @@ import re
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata
 
+import monai_diff3m
 from monai_diff3m.checkpoints import network_from_checkpoint
 from monai_diff3m.networks import Diff3MNoisePredictor
 from monai_diff3m.packaged_bundle import bundle_dir
@@ -66,3 +67,23 @@ def test_ckpt_export_traces_the_trained_network_with_its_checkpoint_weights(trai
     image = torch.rand(2, 1, 32, 32) * 2 - 1
     expected = Diff3MNoisePredictor(network_from_checkpoint(checkpoint)).eval()(image)
     torch.testing.assert_close(torch.jit.load(str(exported))(image), expected)
+
+
+SCHEMA = BUNDLE / "docs" / "metadata_schema.json"
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided")  # the schema is ours, in the repository
+def test_metadata_verifies_offline_against_the_schema_the_project_keeps(tmp_path):
+    """MONAI's ``verify_metadata`` downloads the schema only when ``filepath`` is absent: ours is always present."""
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    broken = json.loads((CONFIGS / "metadata.json").read_text())
+    broken["eval_metrics"] = {"image_auroc": "see docs/README.md"}  # what 0.2.0 shipped
+    (tmp_path / "metadata.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="'see docs/README.md' is not of type 'number'"):
+        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_package_and_bundle_have_one_version():
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["version"] == monai_diff3m.__version__ == metadata["required_packages_version"]["monai-diff3m"]
+    assert all(isinstance(value, float) for value in metadata["eval_metrics"].values())

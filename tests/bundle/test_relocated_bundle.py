@@ -60,5 +60,5 @@ def test_a_copied_bundle_trains_infers_and_evaluates_where_it_lies(tmp_path, mon
     assert len(pd.read_csv(bundle / "outputs" / "diff3m_pooled" / "scores.csv")) == PHANTOMS["num_test"]
     metrics = json.loads((bundle / "eval" / "diff3m_pooled" / "metrics.json").read_text())
     assert metrics["n"] == PHANTOMS["num_test"] and 0.0 <= metrics["scores"]["mse"]["auroc"] <= 1.0
-    assert sorted(path.name for path in (bundle / "runs").iterdir()) == ["diff3m_pooled", "eval_diff3m_pooled"]
+    assert sorted(path.name for path in (bundle / "runs" / "diff3m_pooled").iterdir()) == ["test", "train"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere", "scoring.json", "training.json"]

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import DataLoader, ThreadDataLoader
@@ -25,10 +26,14 @@ def test_training_leaves_checkpoints_statistics_and_tensorboard_logs(trained_bun
     assert 20 < statistics["mean"]["BMI"] < 35
     assert not list(models.glob("*.tmp*"))
 
-    events = EventAccumulator(str(next((trained_bundle / "runs").glob("diff3m_pooled"))), size_guidance={"images": 0})
+    events = EventAccumulator(str(trained_bundle / "runs" / "diff3m_pooled" / "train"), size_guidance={"images": 0})
     events.Reload()
-    assert "train_loss" in events.Tags()["scalars"] and "val_loss" in events.Tags()["scalars"]
+    scalars = set(events.Tags()["scalars"])
+    assert {"train_loss", "val_loss", "train/learning_rate", "train/images_per_second"} <= scalars
+    assert [event.value for event in events.Scalars("train/learning_rate")] == pytest.approx([0.002] * 24)
+    assert all(event.value > 0 for event in events.Scalars("train/images_per_second"))
     assert {"val/image", "val/masked", "val/x0_estimate"} <= set(events.Tags()["images"])
+    assert best["metadata"]["training_data"] == "synthetic phantoms"
 
 
 def test_stage_two_starts_from_stage_one_with_frozen_encoder(trained_bundle):

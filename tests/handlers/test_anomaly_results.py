@@ -15,6 +15,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 from nibabel.spatialimages import HeaderDataError
+from PIL import Image
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
@@ -32,6 +33,7 @@ def _batches(names=NAMES, batch_size=2):
         maps = values[:, None, None, None].expand(-1, 1, 4, 4) / 10
         yield {
             "image": maps.clone(),
+            "twin": maps.clone(),
             "anomaly_map": maps.clone(),
             "smoothed_map": maps.clone(),
             "scores": {name: values.clone() for name in SCORE_NAMES},
@@ -39,6 +41,15 @@ def _batches(names=NAMES, batch_size=2):
             "source": sources,
             "affine": None,
         }
+
+
+@pytest.fixture(autouse=True)
+def films(tmp_path_factory, monkeypatch):
+    """The films the records name, in the working folder: maps are written at each film's own size (8x8 here)."""
+    folder = tmp_path_factory.mktemp("films")
+    for name in [*NAMES, "old.png"]:
+        Image.new("L", (8, 8), 128).save(folder / name)
+    monkeypatch.chdir(folder)
 
 
 def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWriter:
