@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 
 from monai_diff3m import schema
-from monai_diff3m.data.phantoms import is_phantom_data
+from monai_diff3m.data.phantom_folder import is_phantom_data
 from monai_diff3m.errors import InvalidInputError, MissingInputError
+from monai_diff3m.inferers.anomaly import DEFAULT_SCORE
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 
@@ -154,7 +155,7 @@ def training_data_warnings(metadata: dict[str, Any], scored_input: str | Path | 
     return [warning]
 
 
-def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str = "p99_smoothed") -> int:
+def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str = DEFAULT_SCORE) -> int:
     """Store ``score`` of the normal films (``No Finding`` = 1) of a labelled ``scores.csv`` in checkpoint ``path``.
 
     Scored on validation normals the model never trained on, they give every later ``anomaly_score`` of that score

@@ -77,12 +77,12 @@ def test_best_checkpoint_is_written_only_when_the_metric_improved(tmp_path):
 def test_validation_normals_are_recorded_as_the_reference_of_the_score(tmp_path):
     args = {**ARGS, "ieca_mode": "spatial"}
     path = _save(tmp_path, Diff3MUNet(**args), network_args=args, image_size=32)
-    pd.DataFrame({"No Finding": [1.0, 0.0, 1.0, None], "p99_smoothed": [0.3, 0.9, 0.1, 0.8]}).to_csv(
+    pd.DataFrame({"No Finding": [1.0, 0.0, 1.0, None], "lowpass_mse": [0.3, 0.9, 0.1, 0.8]}).to_csv(
         tmp_path / "scores.csv", index=False
     )
     assert record_reference_scores(path, tmp_path / "scores.csv") == 2
     metadata = checkpoint_metadata(path)
-    assert metadata["reference_scores"] == [0.1, 0.3] and metadata["reference_score"] == "p99_smoothed"
+    assert metadata["reference_scores"] == [0.1, 0.3] and metadata["reference_score"] == "lowpass_mse"
     assert metadata["image_size"] == 32 and network_from_checkpoint(path).ieca_mode == "spatial"
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 from scipy import ndimage
 
 from monai_diff3m import schema
+from monai_diff3m.data.phantom_folder import PARAMETERS_FILE
 from monai_diff3m.transforms.lung_fields import lung_field_mask
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
 
 LESION_TYPES = ("nodule", "consolidation", "effusion", "cardiomegaly")
 SPLITS = ("train", "valid", "test")
-PARAMETERS_FILE = "phantoms.json"
 GENERATOR = "monai_diff3m.data.phantoms"
 FORMAT_VERSION = 2
 MIN_IMAGE_SIZE = 32
@@ -700,17 +700,6 @@ def ensure_phantom_dataset(
         if not path.is_file():
             raise FileNotFoundError(f"phantom dataset at {root} is incomplete: {path} is missing")
     return paths
-
-
-def is_phantom_data(path: str | os.PathLike | None) -> bool:
-    """Whether ``path`` (a CSV, image folder or file) lies in a phantom dataset (a folder holding ``phantoms.json``).
-
-    Checkpoints record it as their training data kind, so that scoring real films with a phantom model can warn.
-    """
-    if path is None:
-        return False
-    resolved = Path(path).resolve()
-    return any((folder / PARAMETERS_FILE).is_file() for folder in (resolved, *resolved.parents))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:

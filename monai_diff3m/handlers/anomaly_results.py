@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from monai_diff3m import schema
 from monai_diff3m.errors import InvalidInputError
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
-from monai_diff3m.inferers.anomaly import SCORE_NAMES
+from monai_diff3m.inferers.anomaly import DEFAULT_SCORE, SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import (
     abnormal_labels,
@@ -93,7 +93,7 @@ class AnomalyResultWriter:
         write_maps: bool = True,
         keep_maps: bool = False,
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
-        score: str = "p99_smoothed",
+        score: str = DEFAULT_SCORE,
         reference_scores: Sequence[float] | None = None,
         map_max: float | None = None,
         max_previews: int = 100,

@@ -1,5 +1,6 @@
 from monai_diff3m.inferers.anomaly import (
     DDIM_INDEXINGS,
+    DEFAULT_SCORE,
     NOISING_MODES,
     REFERENCE_SCHEDULE,
     SCORE_NAMES,

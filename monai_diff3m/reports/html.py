@@ -32,6 +32,7 @@ SCORE_MEANINGS = {
     "max_normalized": "largest pixel of the smoothed difference of the min-max scaled film and twin",
     "p99_smoothed": "99th percentile of the smoothed |film - twin| map (its brightest 1 %)",
     "lung_mean": "mean of the smoothed |film - twin| map inside the lung fields",
+    "lowpass_mse": "mean square of the smoothed film - twin difference: the smooth shift towards normal anatomy",
 }
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1200px;color:#222;

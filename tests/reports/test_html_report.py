@@ -16,6 +16,7 @@ from ignite.engine import Engine
 from PIL import Image
 
 from monai_diff3m.handlers import AnomalyResultWriter, HTMLReportHandler
+from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES
 from monai_diff3m.transforms import ehr_slot_names
 
 SLOTS = ehr_slot_names(["demographics", "measurements"])
@@ -48,10 +49,7 @@ def _batch(records: list[dict]) -> dict:
             ehr[row, SLOTS.index(f"Sex={record['Sex']}")] = 1
             missing[row, 1:3] = 0
         ehr[row, SLOTS.index("AP/PA=PA")], missing[row, 3:5] = 1, 0
-    scores = {
-        name: torch.tensor([0.1, 0.2, 0.3]) * (rank + 1)
-        for rank, name in enumerate(("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean"))
-    }
+    scores = {name: torch.tensor([0.1, 0.2, 0.3]) * (rank + 1) for rank, name in enumerate(SCORE_NAMES)}
     return {
         "image": torch.zeros(count, 1, 32, 32),
         "twin": torch.zeros(count, 1, 32, 32),
@@ -79,7 +77,7 @@ def _score(tmp_path: Path, **writer_args) -> Path:
 def test_scores_csv_leads_with_the_score_and_reports_attention_only_for_ehr_the_film_had(tmp_path):
     scores = pd.read_csv(_score(tmp_path) / "scores.csv")
     assert list(scores.columns[:2]) == ["image", "anomaly_score"]
-    np.testing.assert_allclose(scores["anomaly_score"], scores["p99_smoothed"])
+    np.testing.assert_allclose(scores["anomaly_score"], scores[DEFAULT_SCORE])
     attention = [column for column in scores.columns if column.startswith("attention[")]
     assert attention == ["attention[Age]", "attention[Sex]", "attention[AP/PA]"]  # no BMI, height, ... columns
     woman, man, unknown = scores.to_dict("records")
@@ -104,7 +102,7 @@ def test_report_ranks_the_films_and_embeds_every_image(tmp_path):
     names = re.findall(r"<td>(film\d)\.png</td>", report)
     assert names == ["film2", "film1", "film0"]  # highest anomaly score first
     assert report.count('src="data:image/png;base64,') == 3 * 3 and "http" not in report.split("<body>")[1]
-    assert "trained on synthetic phantoms" in report and "p99_smoothed" in report
+    assert "trained on synthetic phantoms" in report and DEFAULT_SCORE in report
     assert "missing: Sex" in report
 
 
@@ -130,8 +128,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_reference_normals_give_each_film_a_percentile(tmp_path):
-    output = _score(tmp_path, reference_scores=[0.2, 0.4, 0.6, 0.8, 1.2])
+    output = _score(tmp_path, reference_scores=[0.28, 0.56, 0.84, 1.12, 1.68])
     scores = pd.read_csv(output / "scores.csv")
     assert list(scores.columns[:3]) == ["image", "anomaly_score", "anomaly_percentile"]
-    assert list(scores["anomaly_percentile"]) == [40.0, 80.0, 100.0]  # scores 0.5, 1.0, 1.5
+    assert list(scores["anomaly_percentile"]) == [40.0, 80.0, 100.0]  # scores 0.7, 1.4, 2.1
     assert "percent of the reference normal films" in (output / "report.html").read_text()
