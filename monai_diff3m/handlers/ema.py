@@ -44,7 +44,7 @@ class WarmupEMAHandler(EMAHandler):
         super().__init__(model, momentum=1.0 - decay)
         self.decay = decay
         self.warmup = warmup
-        self._ema_parameters = list(self.ema_model.parameters())
+        self._ema_parameters: list[torch.Tensor] = list(self.ema_model.parameters())
         self._parameters = [parameter.detach() for parameter in self.model.parameters()]
 
     def attach(self, engine: Engine, name: str = "ema_momentum") -> None:  # type: ignore[override]
