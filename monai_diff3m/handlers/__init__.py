@@ -3,3 +3,4 @@ from monai_diff3m.handlers.checkpoint import CheckpointWriter, ResumeFromCheckpo
 from monai_diff3m.handlers.ema import WarmupEMAHandler
 from monai_diff3m.handlers.image_grids import ImageGridHandler
 from monai_diff3m.handlers.progress import TerminalProgressBar
+from monai_diff3m.handlers.sharded_results import ShardedAnomalyResultWriter
