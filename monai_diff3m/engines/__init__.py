@@ -8,6 +8,7 @@ from monai_diff3m.checkpoints import (
     read_checkpoint,
 )
 from monai_diff3m.engines.anomaly_scoring import AnomalyScoringStep
+from monai_diff3m.engines.backends import seed_run
 from monai_diff3m.engines.diffusion_steps import (
     Diff3MTrainingStep,
     Diff3MValidationStep,

@@ -62,9 +62,13 @@ class _DiffusionStep:
         image, ehr, missing = prepare_diff3m_batch(
             batchdata, engine.state.device, engine.non_blocking, self.image_key, self.ehr_key
         )
+        # the global RNG draws on the image's device (no host copy per step); a seeded generator stays on the CPU,
+        # so validation sees the same draws on every device
+        draw_device = image.device if generator is None else torch.device("cpu")
         num_timesteps = self.scheduler.num_train_timesteps
-        timesteps = torch.randint(0, num_timesteps, (image.shape[0],), generator=generator).to(image.device)
-        noise = torch.randn(image.shape, generator=generator, dtype=image.dtype).to(image.device)
+        timesteps = torch.randint(0, num_timesteps, (image.shape[0],), generator=generator, device=draw_device)
+        noise = torch.randn(image.shape, generator=generator, dtype=image.dtype, device=draw_device)
+        timesteps, noise = timesteps.to(image.device), noise.to(image.device)
         noisy = self.scheduler.add_noise(original_samples=image, noise=noise, timesteps=timesteps)
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bool(engine.amp)):
             output = engine.inferer(noisy, engine.network, timesteps, ehr, missing, x0=image)
@@ -75,18 +79,61 @@ class Diff3MTrainingStep(_DiffusionStep):
     """``iteration_update`` for ``SupervisedTrainer``: sample t and ε, predict, mixed loss, optimiser step.
 
     Uses the global torch RNG, which ``monai.utils.set_determinism`` seeds, so a seeded run is reproducible.
+
+    Asking whether the loss is finite makes the host wait for the device. ``finite_check_every`` > 1 therefore
+    only accumulates the answer on the device and reads it every that many iterations and at the end of each
+    epoch, so a run still stops before it checkpoints non-finite weights, only up to that many steps later.
+
+    Args:
+        scheduler: the noise schedule (``add_noise``, ``num_train_timesteps``).
+        loss: the mixed loss; ``Diff3MLoss()`` when omitted.
+        image_key: the image's key in the batch.
+        ehr_key: the encoded EHR's key in the batch (its missing mask is ``<ehr_key>_missing``).
+        finite_check_every: read the finite-loss flag every that many iterations (1: every step, as before).
     """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        loss: Diff3MLoss | None = None,
+        image_key: str = "image",
+        ehr_key: str = "ehr",
+        finite_check_every: int = 1,
+    ) -> None:
+        super().__init__(scheduler, loss, image_key, ehr_key)
+        if finite_check_every < 1:
+            raise ValueError(f"finite_check_every must be at least 1, got {finite_check_every}")
+        self.finite_check_every = finite_check_every
+        self._finite: torch.Tensor | None = None
+        self._first_unchecked = 0
 
     def __call__(self, engine: Any, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         image, noise, noisy, timesteps, output = self._forward(engine, batchdata, generator=None)
         loss = self.loss(output, noise, noisy)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at iteration {engine.state.iteration}")
+        self._check_finite(engine, loss.detach())
         loss.backward()
         engine.optimizer.step()
         return {"image": image, "loss": loss.detach()}
+
+    def _check_finite(self, engine: Any, loss: torch.Tensor) -> None:
+        iteration = engine.state.iteration
+        finite = torch.isfinite(loss)
+        if self._finite is None:
+            self._finite, self._first_unchecked = finite, iteration
+        else:
+            self._finite &= finite
+        epoch_length = engine.state.epoch_length or 0
+        if iteration % self.finite_check_every and not (epoch_length and iteration % epoch_length == 0):
+            return
+        all_finite, self._finite = bool(self._finite), None
+        if all_finite:
+            return
+        first = self._first_unchecked
+        if first == iteration:
+            raise FloatingPointError(f"training loss became {loss.item()} at iteration {iteration}")
+        raise FloatingPointError(f"training loss became non-finite between iterations {first} and {iteration}")
 
 
 class Diff3MValidationStep(_DiffusionStep):

@@ -4,4 +4,5 @@ from monai_diff3m.handlers.ema import WarmupEMAHandler
 from monai_diff3m.handlers.image_grids import ImageGridHandler
 from monai_diff3m.handlers.progress import TerminalProgressBar
 from monai_diff3m.handlers.report import HTMLReportHandler
+from monai_diff3m.handlers.sharded_results import ShardedAnomalyResultWriter
 from monai_diff3m.handlers.training_stats import TrainingRateHandler

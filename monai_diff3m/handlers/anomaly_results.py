@@ -141,10 +141,14 @@ class AnomalyResultWriter:
             files_named_in=(SCORES_FILE, partial_path(SCORES_FILE).name),
             file_columns=MAP_COLUMNS,
         )
+        self._open_tables(SCORES_FILE, FAILURES_FILE)
+
+    def _open_tables(self, scores_file: str, failures_file: str) -> None:
+        """Empty the collected results and start the growing tables, the input failures first."""
         self.rows, self.maps, self.masks, self._used_names, self.previews = [], [], [], set(), []
         self.failures = list(self.input_failures)
-        self._scores = GrowingCSV(self.output_dir / SCORES_FILE)
-        self._failures = GrowingCSV(self.output_dir / FAILURES_FILE, columns=FAILURE_COLUMNS)
+        self._scores = GrowingCSV(self.output_dir / scores_file)
+        self._failures = GrowingCSV(self.output_dir / failures_file, columns=FAILURE_COLUMNS)
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in self.failures])
 
     def _collect(self, engine: Engine) -> None:

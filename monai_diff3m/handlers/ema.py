@@ -28,6 +28,10 @@ class WarmupEMAHandler(EMAHandler):
     so a resumed run continues the warm-up where it stopped. ``ema_model`` has the network's parameter names, so it
     can be saved as a set of network weights or used for validation. Buffers are shared with the network.
 
+    Ignite updates the average one parameter at a time: two kernels per parameter, 2,418 launches per step for
+    the reference network. This handler does the same arithmetic (``ema·(1 − m) + w·m``, bit for bit) with
+    ``torch._foreach_*`` ops, which batch every parameter of one device and dtype into a few launches.
+
     Args:
         model: the trained network (unwrapped: not DDP nor ``torch.compile``, so the names stay plain).
         decay: EMA decay per optimiser step (the authors': 0.9999); ignite's ``momentum`` is ``1 - decay``.
@@ -40,6 +44,8 @@ class WarmupEMAHandler(EMAHandler):
         super().__init__(model, momentum=1.0 - decay)
         self.decay = decay
         self.warmup = warmup
+        self._ema_parameters: list[torch.Tensor] = list(self.ema_model.parameters())
+        self._parameters = [parameter.detach() for parameter in self.model.parameters()]
 
     def attach(self, engine: Engine, name: str = "ema_momentum") -> None:  # type: ignore[override]
         """Set the momentum of each iteration before ignite's update, which reads it from ``engine.state.<name>``."""
@@ -49,3 +55,12 @@ class WarmupEMAHandler(EMAHandler):
     def _set_momentum(self, engine: Engine, name: str) -> None:
         decay = warmup_decay(self.decay, engine.state.iteration - 1) if self.warmup else self.decay
         setattr(engine.state, name, 1.0 - decay)
+
+    def _update_ema_model(self, engine: Engine, name: str) -> None:
+        """Ignite's update (``handle_buffers="copy"``: the buffers are the network's), with foreach ops."""
+        momentum = getattr(engine.state, name)
+        with torch.no_grad():
+            torch._foreach_mul_(self._ema_parameters, 1.0 - momentum)
+            torch._foreach_add_(self._ema_parameters, self._parameters, alpha=momentum)
+        for ema_buffer, buffer in zip(self.ema_model.buffers(), self.model.buffers()):
+            ema_buffer.data = buffer.data

@@ -11,6 +11,7 @@ from monai.networks.blocks.crossattention import CrossAttentionBlock
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock, get_timestep_embedding
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.ehr_tokens import EHRTokenizer, PooledEHRAttention
@@ -75,6 +76,10 @@ class Diff3MUNet(nn.Module):
         pcm_recombination: one of ``PCM_RECOMBINATIONS``.
         num_train_timesteps: T, to soften the masks by t/T.
         use_flash_attention: PyTorch scaled-dot-product attention in MONAI's blocks (no spatial attribution then).
+        activation_checkpointing: while gradients are on, keep only each UNet block's inputs for backward and
+            recompute its activations there (``torch.utils.checkpoint``, non-reentrant): about a third more
+            compute for a fraction of the activation memory, so that large batches of 256x256 films fit on one
+            GPU. A training switch, not part of the architecture: it changes no output and no gradient.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class Diff3MUNet(nn.Module):
         pcm_recombination: str = "hard",
         num_train_timesteps: int = 1000,
         use_flash_attention: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if ieca_mode not in IECA_MODES:
@@ -108,6 +114,7 @@ class Diff3MUNet(nn.Module):
         self.use_pcm = use_pcm
         self.pcm_recombination = pcm_recombination
         self.num_train_timesteps = num_train_timesteps
+        self.activation_checkpointing = activation_checkpointing
         self.ehr_group_sizes = [] if ieca_mode == "none" else list(ehr_group_sizes)
         token_dim = token_dim or time_embed_dim
         unet_kwargs: dict[str, Any] = dict(
@@ -213,6 +220,7 @@ class Diff3MUNet(nn.Module):
             time_embedding,
             decoder_embedding,
             context,
+            self._checkpointing(),
         )
         if self._attribution_blocks:
             attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._attribution_blocks]).mean(dim=0)
@@ -226,10 +234,19 @@ class Diff3MUNet(nn.Module):
         """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the projection biases,
         and nothing with ``query_time_bias=False``)."""
         zero_embedding = torch.zeros(x0.shape[0], self.unet.block_out_channels[0] * 4, device=x0.device, dtype=x0.dtype)
-        features = self.image_encoder["conv_in"](x0)
-        for block in cast(nn.ModuleList, self.image_encoder["down_blocks"]):
-            features, _ = block(hidden_states=features, temb=zero_embedding, context=None)
+        features, _ = _encode(
+            x0,
+            self.image_encoder["conv_in"],
+            cast(nn.ModuleList, self.image_encoder["down_blocks"]),
+            zero_embedding,
+            None,
+            self._checkpointing(),
+        )
         return self.image_query(features.amax(dim=(2, 3)))
+
+    def _checkpointing(self) -> bool:
+        """Checkpoint the blocks only when a backward pass will follow; scoring runs without gradients."""
+        return self.activation_checkpointing and torch.is_grad_enabled()
 
     def _checkerboard_reconstruction(
         self,
@@ -239,25 +256,36 @@ class Diff3MUNet(nn.Module):
         decoder_embedding: torch.Tensor,
         context: torch.Tensor | None,
     ) -> torch.Tensor:
+        """Both masked branches: each encoder reads its masked x_t, then one batch of 2N goes through the shared
+        decoder (every layer of the decoder treats samples independently, so this equals two decoder passes and
+        launches half the kernels)."""
         hard = checkerboard_masks((x.shape[-2], x.shape[-1]), device=x.device, dtype=x.dtype)
         soft = [soften_mask(mask, timesteps, self.num_train_timesteps) for mask in hard]
-        outputs = []
-        for branch, visible_mask in zip(self.pcm_encoders, soft):
-            encoder = cast(nn.ModuleDict, branch)
-            outputs.append(
-                _unet_pass(
-                    x * visible_mask,
-                    encoder["conv_in"],
-                    cast(nn.ModuleList, encoder["down_blocks"]),
-                    self.pcm_decoder["middle_block"],
-                    cast(nn.ModuleList, self.pcm_decoder["up_blocks"]),
-                    self.pcm_decoder["out"],
-                    time_embedding,
-                    decoder_embedding,
-                    context,
-                )
+        checkpointing = self._checkpointing()
+        encoded = [
+            _encode(
+                x * visible_mask,
+                cast(nn.ModuleDict, branch)["conv_in"],
+                cast(nn.ModuleList, cast(nn.ModuleDict, branch)["down_blocks"]),
+                time_embedding,
+                context,
+                checkpointing,
             )
-        return recombine_checkerboard(outputs[0], outputs[1], *(soft if self.pcm_recombination == "soft" else hard))
+            for branch, visible_mask in zip(self.pcm_encoders, soft)
+        ]
+        (h1, skips1), (h2, skips2) = encoded
+        decoded = _decode(
+            torch.cat([h1, h2]),
+            [torch.cat(pair) for pair in zip(skips1, skips2)],
+            self.pcm_decoder["middle_block"],
+            cast(nn.ModuleList, self.pcm_decoder["up_blocks"]),
+            self.pcm_decoder["out"],
+            torch.cat([decoder_embedding, decoder_embedding]),
+            None if context is None else torch.cat([context, context]),
+            checkpointing,
+        )
+        out1, out2 = decoded.chunk(2)
+        return recombine_checkerboard(out1, out2, *(soft if self.pcm_recombination == "soft" else hard))
 
     def start_pcm_stage(self) -> None:
         """Stage 2 (as the authors' code): copy the trained main encoder into both PCM encoders, freeze stage 1's work.
@@ -295,20 +323,65 @@ def _unet_pass(
     encoder_embedding: torch.Tensor,
     decoder_embedding: torch.Tensor,
     context: torch.Tensor | None,
+    checkpointing: bool = False,
 ) -> torch.Tensor:
     """``DiffusionModelUNet.forward`` steps 3–7 with separate encoder and decoder embeddings.
 
-    The one place that walks MONAI's UNet internals: IECA conditions only the middle block and decoder, and the PCM
-    branches pair their own encoders with a shared decoder, neither of which MONAI's forward allows.
+    ``_unet_pass``, ``_encode`` and ``_decode`` are the one place that walks MONAI's UNet internals: IECA conditions
+    only the middle block and decoder, and the PCM branches pair their own encoders with a shared decoder, neither of
+    which MONAI's forward allows.
     """
+    h, skips = _encode(x, conv_in, down_blocks, encoder_embedding, context, checkpointing)
+    return _decode(h, skips, middle_block, up_blocks, out, decoder_embedding, context, checkpointing)
+
+
+def _encode(
+    x: torch.Tensor,
+    conv_in: nn.Module,
+    down_blocks: nn.ModuleList,
+    embedding: torch.Tensor,
+    context: torch.Tensor | None,
+    checkpointing: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The encoder's output and the skip connections the decoder reads, in order."""
     h = conv_in(x)
     skips = [h]
     for block in down_blocks:
-        h, residuals = block(hidden_states=h, temb=encoder_embedding, context=context)
+        h, residuals = _run_block(block, checkpointing, hidden_states=h, temb=embedding, context=context)
         skips.extend(residuals)
-    h = middle_block(hidden_states=h, temb=decoder_embedding, context=context)
+    return h, skips
+
+
+def _decode(
+    h: torch.Tensor,
+    skips: list[torch.Tensor],
+    middle_block: nn.Module,
+    up_blocks: nn.ModuleList,
+    out: nn.Module,
+    embedding: torch.Tensor,
+    context: torch.Tensor | None,
+    checkpointing: bool,
+) -> torch.Tensor:
+    """The middle block, the decoder (consuming ``skips`` from the end) and the output head."""
+    h = _run_block(middle_block, checkpointing, hidden_states=h, temb=embedding, context=context)
     for block in up_blocks:
         count = len(cast(nn.ModuleList, block.resnets))
-        h = block(hidden_states=h, res_hidden_states_list=skips[-count:], temb=decoder_embedding, context=context)
+        h = _run_block(
+            block,
+            checkpointing,
+            hidden_states=h,
+            res_hidden_states_list=skips[-count:],
+            temb=embedding,
+            context=context,
+        )
         skips = skips[:-count]
-    return out(h)
+    return cast(torch.Tensor, out(h))
+
+
+def _run_block(block: nn.Module, checkpointing: bool, **inputs: Any) -> Any:
+    """Call a UNet block; with ``checkpointing``, through non-reentrant ``torch.utils.checkpoint``, the variant that
+    takes keyword inputs (MONAI's ``CheckpointWrapper`` passes one tensor, these blocks also take ``temb`` and
+    ``context``) and tensors inside lists (the decoder's skips)."""
+    if checkpointing:
+        return checkpoint(block, use_reentrant=False, **inputs)
+    return block(**inputs)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
 from monai_diff3m.networks import Diff3MUNet, EHRTokenizer, PooledEHRAttention
 
@@ -207,3 +208,78 @@ def test_network_builds_per_group_tokens_and_a_query_encoder_without_timestep_bi
             if "time_emb_proj" in name:
                 parameter.add_(1.0)
     torch.testing.assert_close(net._image_query(x), first)
+
+
+@pytest.mark.parametrize("mode", ["pooled", "spatial"])
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(mode):
+    torch.manual_seed(0)
+    plain = Diff3MUNet(ieca_mode=mode, use_pcm=True, **SMALL)
+    _randomise_zero_initialised(plain)
+    checkpointed = Diff3MUNet(ieca_mode=mode, use_pcm=True, activation_checkpointing=True, **SMALL)
+    checkpointed.load_state_dict(plain.state_dict())
+    x, t, ehr, missing = _inputs()
+    results = []
+    for net in (plain, checkpointed):
+        out = net(x, t, ehr, missing, x0=x)
+        (out.noise.square().mean() + out.reconstruction.square().mean()).backward()
+        results.append((out, {name: p.grad for name, p in net.named_parameters()}))
+    (out_plain, grads_plain), (out_checkpointed, grads_checkpointed) = results
+    torch.testing.assert_close(out_checkpointed.noise, out_plain.noise, rtol=0, atol=0)
+    torch.testing.assert_close(out_checkpointed.reconstruction, out_plain.reconstruction, rtol=0, atol=0)
+    torch.testing.assert_close(out_checkpointed.ehr_attention, out_plain.ehr_attention, rtol=0, atol=0)
+    assert grads_plain.keys() == grads_checkpointed.keys()
+    assert all(grads_plain[name] is not None for name in grads_plain if not name.startswith("image_encoder"))
+    for name, grad in grads_plain.items():
+        if grad is None:
+            assert grads_checkpointed[name] is None, name
+        else:
+            torch.testing.assert_close(grads_checkpointed[name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_activation_checkpointing_saves_fewer_tensors_for_backward():
+    def saved_bytes(net: Diff3MUNet) -> int:
+        sizes: list[int] = []
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            sizes.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        x, t, ehr, missing = _inputs(size=32)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            net(x, t, ehr, missing, x0=x)
+        return sum(sizes)
+
+    torch.manual_seed(0)
+    plain = Diff3MUNet(ieca_mode="spatial", **SMALL)
+    checkpointed = Diff3MUNet(ieca_mode="spatial", activation_checkpointing=True, **SMALL)
+    assert saved_bytes(checkpointed) < 0.5 * saved_bytes(plain)
+
+
+def test_pcm_branches_batched_through_the_shared_decoder_equal_two_separate_passes():
+    from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
+    from monai_diff3m.networks.diff3m_unet import _unet_pass, recombine_checkerboard
+
+    torch.manual_seed(0)
+    net = Diff3MUNet(ieca_mode="spatial", use_pcm=True, pcm_recombination="soft", **SMALL)
+    _randomise_zero_initialised(net)
+    x, t, ehr, missing = _inputs(batch=3)
+    with torch.no_grad():
+        batched = net(x, t, ehr, missing).reconstruction
+        embedding = net.unet.time_embed(get_timestep_embedding(t, net.unet.block_out_channels[0]).to(x.dtype))
+        context = net.ehr_tokenizer(ehr, missing)
+        soft = [soften_mask(mask, t, 1000) for mask in checkerboard_masks((16, 16))]
+        separate = [
+            _unet_pass(
+                x * mask,
+                encoder["conv_in"],
+                encoder["down_blocks"],
+                net.pcm_decoder["middle_block"],
+                net.pcm_decoder["up_blocks"],
+                net.pcm_decoder["out"],
+                embedding,
+                embedding,
+                context,
+            )
+            for encoder, mask in zip(net.pcm_encoders, soft)
+        ]
+    torch.testing.assert_close(batched, recombine_checkerboard(*separate, *soft), rtol=1e-5, atol=1e-6)

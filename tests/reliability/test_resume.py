@@ -45,9 +45,9 @@ def _train_command(args_file: Path, *extra: str) -> list[str]:
     ]
 
 
-def _losses(bundle_root: Path, max_epochs: int, resume: bool) -> list[tuple[int, float]]:
+def _losses(bundle_root: Path, max_epochs: int, resume: bool, **extra) -> list[tuple[int, float]]:
     """Run the tiny training in this process and return (iteration, loss) of every step it ran."""
-    overrides = _overrides(bundle_root, max_epochs=max_epochs, val_interval=1, resume=resume)
+    overrides = _overrides(bundle_root, max_epochs=max_epochs, val_interval=1, resume=resume, **extra)
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides
     )
@@ -93,11 +93,15 @@ def test_killed_training_resumes_from_the_last_checkpoint(tmp_path):
     assert {"network", "optimizer", "metadata", "rng"} <= set(checkpoint)
 
 
-def test_resumed_run_continues_the_same_loss_curve(tmp_path):
-    """Weights, optimiser moments, progress and RNG are all restored: the losses equal those of an unbroken run."""
-    unbroken = _losses(tmp_path / "unbroken", max_epochs=2, resume=False)
-    first = _losses(tmp_path / "interrupted", max_epochs=1, resume=False)
-    second = _losses(tmp_path / "interrupted", max_epochs=2, resume=True)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_resumed_run_continues_the_same_loss_curve(tmp_path, deterministic):
+    """Weights, optimiser moments, progress and RNG are all restored: the losses equal those of an unbroken run.
+
+    Both settings of ``deterministic`` (on a GPU it picks cuDNN's algorithms; a CPU run is exact either way).
+    """
+    unbroken = _losses(tmp_path / "unbroken", max_epochs=2, resume=False, deterministic=deterministic)
+    first = _losses(tmp_path / "interrupted", max_epochs=1, resume=False, deterministic=deterministic)
+    second = _losses(tmp_path / "interrupted", max_epochs=2, resume=True, deterministic=deterministic)
     assert [iteration for iteration, _ in second] == list(range(ITERATIONS_PER_EPOCH + 1, 2 * ITERATIONS_PER_EPOCH + 1))
     assert first + second == unbroken
 

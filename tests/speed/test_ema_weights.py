@@ -1,6 +1,6 @@
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from monai_diff3m.handlers import WarmupEMAHandler
 from monai_diff3m.handlers.ema import warmup_decay
@@ -61,3 +61,33 @@ def test_a_resumed_trainer_continues_the_warm_up_instead_of_restarting_it():
     engine.state.epoch_length = 29
     engine.run([0] * 29, max_epochs=11)  # one more epoch: updates 291 to 319
     assert engine.state.ema_momentum == pytest.approx(1 - 319 / 328)  # a fresh counter would be at 1 - 29 / 38
+
+
+def test_foreach_update_equals_ignites_per_parameter_loop_bit_for_bit():
+    from ignite.handlers import EMAHandler
+
+    from monai_diff3m.networks import Diff3MUNet
+
+    torch.manual_seed(0)
+    network = Diff3MUNet(
+        ieca_mode="pooled", channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8
+    )
+    foreach = WarmupEMAHandler(network, decay=0.99, warmup=True)
+    loop = EMAHandler(network, momentum=0.01)
+    loop_engine = Engine(lambda engine, batch: None)
+    loop_engine.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda engine: setattr(engine.state, "ema_momentum", 1.0 - warmup_decay(0.99, engine.state.iteration - 1)),
+    )
+    loop.attach(loop_engine, "ema_momentum", warn_if_exists=False, event=Events.ITERATION_COMPLETED)
+    foreach_engine = _attached(foreach)
+    for step in range(5):
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        loop_engine.run([0], max_epochs=step + 1)
+        foreach_engine.run([0], max_epochs=step + 1)
+    assert foreach_engine.state.iteration == loop_engine.state.iteration == 5
+    for (name, averaged), expected in zip(foreach.ema_model.state_dict().items(), loop.ema_model.state_dict().values()):
+        assert torch.equal(averaged, expected), name
+    assert not torch.equal(foreach.ema_model.unet.conv_in.conv.weight, network.unet.conv_in.conv.weight)

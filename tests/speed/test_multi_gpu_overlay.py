@@ -18,7 +18,7 @@ import torch
 
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
-from bundle.tiny_bundle import CONFIGS, TINY_NETWORK, TINY_PHANTOMS
+from bundle.tiny_bundle import CONFIGS, REPO_ROOT, TINY_NETWORK, TINY_PHANTOMS
 
 TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
 BATCH_SIZE = 16
@@ -54,7 +54,9 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
         "--args_file",
         str(args_file),
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # this checkout's package, whatever an installed one (the workers start in tmp_path)
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
     # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
     process = subprocess.Popen(
         command,
