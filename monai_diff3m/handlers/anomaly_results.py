@@ -13,6 +13,7 @@ import pandas as pd
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
 from matplotlib import colormaps
+from monai.utils import str2bool
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
@@ -42,9 +43,12 @@ class AnomalyResultWriter:
 
     Each row has the image, every score, the EHR values the model was given (as read; empty = missing, encoded as
     the learned "missing" token) and the attention weight of each EHR token. Maps are written per image as NIfTI
-    (with the spacing of the resized image) and as a PNG overlay; an image whose map cannot be written becomes a
-    failure row instead of stopping the run. When the run starts, the writer locks the folder against a second run
-    (``OutputFolder``) and removes the previous run's tables and the maps they name; rows and failures are appended
+    (with the spacing of the resized image) and as a PNG overlay. A computed score is never lost: an image whose map
+    cannot be written (a full disk) keeps its ``scores.csv`` row without map columns, gets a ``failures.csv`` row
+    saying so, and the run ends with ``OutputWriteError`` (a nonzero exit) after every table is written; a score
+    table that cannot be written logs the batch's scores before the error stops the run. When the run starts, the
+    writer locks the folder against a second run and refuses a folder with earlier results unless ``overwrite``
+    (``OutputFolder``), then removes the previous run's tables and the maps they name; rows and failures are appended
     to ``scores.partial.csv`` / ``failures.partial.csv`` after every batch and renamed onto ``scores.csv`` /
     ``failures.csv`` when the run completes, so a killed run keeps its finished batches and never leaves an old
     ``scores.csv`` beside new maps.
@@ -57,6 +61,7 @@ class AnomalyResultWriter:
         write_maps: write the per-image NIfTI and PNG maps (off for quick evaluations).
         keep_maps: keep maps and masks in memory for pixel-level metrics.
         image_range: intensity range of the scored images, to show them in gray in the overlays.
+        overwrite: allow an output folder that holds an earlier run's results, which are then replaced.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class AnomalyResultWriter:
         write_maps: bool = True,
         keep_maps: bool = False,
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        overwrite: bool | str = False,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
@@ -76,7 +82,8 @@ class AnomalyResultWriter:
         self.write_maps = write_maps
         self.keep_maps = keep_maps
         self.image_range = tuple(float(bound) for bound in image_range)
-        self.folder = OutputFolder(self.output_dir)
+        self.folder = OutputFolder(self.output_dir, overwrite=str2bool(overwrite))
+        self.unwritten_maps: list[str] = []
         self.rows: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
         self.maps: list[np.ndarray] = []
@@ -98,13 +105,13 @@ class AnomalyResultWriter:
     def _start(self, engine: Engine) -> None:
         self.folder.acquire()
         # registered now, so it runs after every COMPLETED handler attached with the config (metrics.json included)
-        self._release_handle = engine.add_event_handler(Events.COMPLETED, self._release)
+        self._release_handle = engine.add_event_handler(Events.COMPLETED, self._finish)
         self.folder.clear_previous_run(
             tables=(SCORES_FILE, FAILURES_FILE, METRICS_FILE, CURVES_FILE),
             files_named_in=(SCORES_FILE, partial_path(SCORES_FILE).name),
             file_columns=MAP_COLUMNS,
         )
-        self.rows, self.maps, self.masks, self._used_names = [], [], [], set()
+        self.rows, self.maps, self.masks, self._used_names, self.unwritten_maps = [], [], [], set(), []
         self.failures = list(self.input_failures)
         self._scores = GrowingCSV(self.output_dir / SCORES_FILE)
         self._failures = GrowingCSV(self.output_dir / FAILURES_FILE, columns=FAILURE_COLUMNS)
@@ -137,15 +144,19 @@ class AnomalyResultWriter:
                 name = self._unique_name(image_path)
                 affine = output.get("affine")
                 spacing = (1.0, 1.0) if affine is None else (float(affine[index][0, 0]), float(affine[index][1, 1]))
+                row.update(dict.fromkeys(MAP_COLUMNS))  # the columns exist even when the first batch's maps fail
                 try:
                     self._write_map_files(name, image[index, 0], anomaly_map[index, 0], spacing)
+                    row["map_nifti"] = f"maps/{name}.nii.gz"
+                    row["map_overlay"] = f"overlays/{name}.png"
                 except (OSError, ValueError, HeaderDataError) as error:
-                    logger.warning("not scored: the map of %s cannot be written: %s", image_path, error)
-                    reason = f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"
+                    logger.error("the anomaly map of %s cannot be written (its scores are kept): %s", image_path, error)
+                    reason = (
+                        "scored (its row in scores.csv has the scores), but its anomaly map cannot be written: "
+                        f"{type(error).__name__}: {error}"
+                    )
                     failures.append((image_path, reason))
-                    continue
-                row["map_nifti"] = f"maps/{name}.nii.gz"
-                row["map_overlay"] = f"overlays/{name}.png"
+                    self.unwritten_maps.append(image_path)
             rows.append(row)
             if self.keep_maps:
                 self.maps.append(output["smoothed_map"][index, 0].float().cpu().numpy())
@@ -154,7 +165,12 @@ class AnomalyResultWriter:
         self.rows.extend(rows)
         self.failures.extend(failures)
         assert self._scores is not None and self._failures is not None, "attach() registers _start first"
-        self._scores.append(rows)
+        try:
+            self._scores.append(rows)
+        except OSError:
+            for row in rows:  # the last place a computed score can go
+                logger.error("score table cannot be written; scores of %s: %s", row["image"], _score_text(row))
+            raise
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
 
     def _unique_name(self, image_path: str) -> str:
@@ -191,6 +207,16 @@ class AnomalyResultWriter:
         for path, reason in self.failures:
             logger.warning("not scored: %s (%s)", path, reason)
 
+    def _finish(self, engine: Engine) -> None:
+        """Free the folder after every other COMPLETED handler; then fail the run if an output was not written."""
+        self._release(engine)
+        if self.unwritten_maps:
+            raise OutputWriteError(
+                f"{len(self.unwritten_maps)} anomaly map(s) could not be written to {self.output_dir} (e.g. "
+                f"{self.unwritten_maps[:3]}; see failures.csv): their scores are in scores.csv. Free disk space and "
+                "rerun with --overwrite true for the maps"
+            )
+
     def _release(self, engine: Engine) -> None:
         if self._release_handle is not None:
             self._release_handle.remove()
@@ -201,6 +227,14 @@ class AnomalyResultWriter:
         """Keep the partial tables (every finished batch), free the folder for a rerun, and let the error through."""
         self._release(engine)
         raise error
+
+
+class OutputWriteError(OSError):
+    """Scoring finished and its tables are written, but some outputs (anomaly maps) could not be."""
+
+
+def _score_text(row: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={row[name]:.6g}" for name in SCORE_NAMES if name in row)
 
 
 def anomaly_overlay(
