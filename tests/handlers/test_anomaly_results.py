@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import nibabel as nib
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 from nibabel.spatialimages import HeaderDataError
+from run_locks import hold_lock_in_another_process
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
@@ -93,20 +92,9 @@ def test_a_rerun_killed_midway_leaves_no_old_table_pointing_at_new_maps(tmp_path
     assert list(pd.read_csv(tmp_path / "scores.partial.csv")["map_nifti"]) == ["maps/img0.nii.gz", "maps/img1.nii.gz"]
 
 
-def _hold_lock_in_another_process(lock_path) -> subprocess.Popen:
-    """A live process holding ``lock_path`` as a run does (it prints once it holds the lock)."""
-    code = (
-        "import sys, time; from monai_diff3m.run_lock import RunLock; "
-        f"RunLock({str(lock_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
-    )
-    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert other.stdout is not None and other.stdout.readline().strip() == "held"
-    return other
-
-
 def test_a_second_run_into_a_folder_in_use_stops_with_a_clear_error(tmp_path):
     """Two runs into one ``--output_dir`` interleaved and the last one's ``scores.csv`` won."""
-    other = _hold_lock_in_another_process(tmp_path / LOCK_FILE)
+    other = hold_lock_in_another_process(tmp_path / LOCK_FILE)
     try:
         with pytest.raises(
             OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} is freed when"
