@@ -22,10 +22,13 @@ NO_FINDING = "No Finding"
 PATIENT_ID = "Patient"
 MASK = "Mask"
 LESION = "Lesion"
+#: Which row of the EHR CSV an image was scored with (``row 3: images/test/x.png``), a column of ``scores.csv``.
+EHR_ROW = "EHR row"
 
 SEX_VALUES = ("Male", "Female")
 VIEW_VALUES = ("AP", "PA")
 FRONTAL = "Frontal"
+LATERAL = "Lateral"
 
 #: Accepted spellings of each sex (compared upper-case after stripping spaces), the same for CSV cells and the
 #: DICOM ``PatientSex`` tag. ``O`` (DICOM's "other"), ``Other`` and ``Unknown`` have no slot: they are missing.
@@ -113,6 +116,20 @@ def canonical_view(value: Any, field: str = VIEW) -> str | None:
         f"{field} {value!r} is not a frontal view: expected one of {VIEW_VALUES} (any case, optionally followed by a "
         f"patient position such as 'AP Supine') or empty"
     )
+
+
+def canonical_frontal_lateral(value: Any, field: str = FRONTAL_LATERAL) -> str | None:
+    """``Frontal``/``Lateral`` whatever the case and surrounding spaces (``frontal``), None when missing.
+
+    Raises:
+        ValueError: any other value, naming ``field``.
+    """
+    if is_missing(value):
+        return None
+    text = str(value).strip().capitalize()
+    if text in (FRONTAL, LATERAL):
+        return text
+    raise ValueError(f"{field} {value!r} is neither {FRONTAL!r} nor {LATERAL!r} (any case) nor empty")
 
 
 def anomaly_label(no_finding: Any) -> int:

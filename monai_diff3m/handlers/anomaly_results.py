@@ -28,7 +28,7 @@ from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
 
-RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
+RECORD_COLUMNS = (schema.PATIENT_ID, schema.EHR_ROW, schema.NO_FINDING, schema.LESION)
 SCORES_FILE = "scores.csv"
 FAILURES_FILE = "failures.csv"
 METRICS_FILE = "metrics.json"
