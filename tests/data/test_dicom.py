@@ -199,7 +199,7 @@ def test_scan_image_folder_joins_csv_and_reports_both_sides(tmp_path):
     assert all(str(csv) in reason for reason in reasons)
     assert "row 4" in reasons[0] and "'sub/c.dcm' lie in sub-folders the row does not name" in reasons[0]
     assert "row 5" in reasons[1] and "'ghost.png'" in reasons[1]
-    assert "row 8" in reasons[2] and "'sub/b.jpg') are named exactly by other rows" in reasons[2]
+    assert "row 8" in reasons[2] and "'sub/b.jpg' lie in sub-folders the row does not name" in reasons[2]
     assert "row 6" in reasons[3] and "'LL'" in reasons[3]
     assert "row 7" in reasons[4] and "150" in reasons[4]
     assert "no row" in reasons[5] and "no row" in reasons[6]
