@@ -155,6 +155,7 @@ def score(root: Path, tiny: bool) -> dict[str, Any]:
         batch_size=4,
         num_bootstrap=10,
         output_dir=str(root / "eval" / "reference"),
+        overwrite=True,
     )
     workflow.initialize()
     evaluator = workflow.parser.get_parsed_content("evaluator")

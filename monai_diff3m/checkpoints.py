@@ -8,11 +8,13 @@ or ``--ieca_mode spatial`` is scored with the same settings without repeating th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from monai.utils import str2bool
 
 from monai_diff3m import schema
 from monai_diff3m.data.phantom_folder import is_phantom_data
@@ -20,6 +22,8 @@ from monai_diff3m.errors import InvalidInputError, MissingInputError
 from monai_diff3m.inferers.anomaly import DEFAULT_SCORE
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
+from monai_diff3m.transforms.ehr import DEFAULT_AGE_RANGE
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +71,80 @@ def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     return metadata
 
 
-def checkpoint_name(ieca_mode: str, use_pcm: bool = False) -> str:
-    """``diff3m_<ieca_mode>[_pcm]``: the name of a run's ``_last.pt``/``_best.pt`` files and of its output folders."""
-    return f"diff3m_{ieca_mode}{'_pcm' if use_pcm else ''}"
+def checkpoint_name(ieca_mode: str | None = None, use_pcm: bool | str | None = False) -> str:
+    """``diff3m_<ieca_mode>[_pcm]``: the name of a run's ``_last.pt``/``_best.pt`` files and of its output folders.
+
+    ``None`` (a scoring setting left to the checkpoint) picks the bundle's default, ``spatial`` without PCM;
+    ``use_pcm`` may be a command-line string (``"true"``).
+    """
+    return f"diff3m_{ieca_mode or 'spatial'}{'_pcm' if str2bool(use_pcm or False) else ''}"
+
+
+def run_name(path: str | Path) -> str:
+    """The name of the outputs of scoring checkpoint ``path``: its file name without ``.pt`` and ``_best``/``_last``
+    (``models/diff3m_none_best.pt`` -> ``diff3m_none``), so a folder is named after the model that was scored."""
+    stem = Path(path).name.removesuffix(".pt")
+    for suffix in ("_best", "_last"):
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+class CheckpointSettingError(ValueError):
+    """A requested setting contradicts the checkpoint it applies to; the message names setting, file and values."""
+
+
+def fixed_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The scoring settings a checkpoint fixes, read from its metadata (checkpoints older than a setting get the
+    value every checkpoint had before it existed). The one place inference reads them from."""
+    network_args = metadata["network_args"]
+    return {
+        "ieca_mode": network_args.get("ieca_mode", "spatial"),
+        "use_pcm": bool(network_args.get("use_pcm", False)),
+        "ehr_groups": list(metadata["ehr_groups"]),
+        "image_size": metadata["image_size"],
+        "intensity_mode": metadata.get("intensity_mode", "fixed"),
+        "image_range": list(metadata.get("image_range", DIFFUSION_IMAGE_RANGE)),
+        "age_range": list(metadata.get("age_range", DEFAULT_AGE_RANGE)),
+    }
+
+
+def check_requested_settings(path: str | Path, requested: Mapping[str, Any]) -> None:
+    """Refuse settings that contradict checkpoint ``path``: a model is scored only as it was trained.
+
+    ``requested`` maps a setting of :func:`fixed_settings` to the value the run was given (``None``: not given,
+    taken from the checkpoint). Each contradiction is named with the setting, the checkpoint and both values.
+
+    Raises:
+        CheckpointSettingError: at least one requested value differs from the checkpoint's.
+    """
+    fixed = fixed_settings(checkpoint_metadata(path))
+    conflicts = [
+        f"--{name} {value!r} (the checkpoint was trained with {fixed[name]!r})"
+        for name, value in requested.items()
+        if value is not None and _comparable(value) != _comparable(fixed[name])
+    ]
+    if conflicts:
+        raise CheckpointSettingError(
+            f"settings contradict checkpoint {path}: {'; '.join(conflicts)}. The checkpoint fixes these settings: "
+            "leave them out (they are read from the checkpoint) or score with a checkpoint trained with them"
+        )
+
+
+def _comparable(value: Any) -> Any:
+    """One spelling per value: command-line strings ``"true"``/``"64"``, tuples and lists compare as equal."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            return str2bool(text)
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if isinstance(value, (list, tuple)):
+        return [_comparable(item) for item in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def network_for_checkpoint(path: str | Path) -> Diff3MUNet:

@@ -129,6 +129,7 @@ def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common
         "ckpt_dir": ckpt_dir,
         "ieca_mode": mode,
         "seed": seed,
+        "overwrite": True,  # the main job retrained this method: its own earlier evaluation is replaced
         **dataset.score_overrides,
     }
     started = time.perf_counter()

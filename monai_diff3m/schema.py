@@ -22,10 +22,13 @@ NO_FINDING = "No Finding"
 PATIENT_ID = "Patient"
 MASK = "Mask"
 LESION = "Lesion"
+#: Which row of the EHR CSV an image was scored with (``row 3: images/test/x.png``), a column of ``scores.csv``.
+EHR_ROW = "EHR row"
 
 SEX_VALUES = ("Male", "Female")
 VIEW_VALUES = ("AP", "PA")
 FRONTAL = "Frontal"
+LATERAL = "Lateral"
 
 #: Accepted spellings of each sex (compared upper-case after stripping spaces), the same for CSV cells and the
 #: DICOM ``PatientSex`` tag. ``O`` (DICOM's "other"), ``Other`` and ``Unknown`` have no slot: they are missing.
@@ -115,6 +118,20 @@ def canonical_view(value: Any, field: str = VIEW) -> str | None:
     )
 
 
+def canonical_frontal_lateral(value: Any, field: str = FRONTAL_LATERAL) -> str | None:
+    """``Frontal``/``Lateral`` whatever the case and surrounding spaces (``frontal``), None when missing.
+
+    Raises:
+        ValueError: any other value, naming ``field``.
+    """
+    if is_missing(value):
+        return None
+    text = str(value).strip().capitalize()
+    if text in (FRONTAL, LATERAL):
+        return text
+    raise ValueError(f"{field} {value!r} is neither {FRONTAL!r} nor {LATERAL!r} (any case) nor empty")
+
+
 def anomaly_label(no_finding: Any) -> int:
     """1 (abnormal) or 0 (normal) from a ``No Finding`` cell: CheXpert writes 1 for normals and leaves the cell
     blank for every other study, so blank and 0 are abnormal. Any other value raises ``ValueError``.
@@ -136,6 +153,28 @@ def anomaly_label(no_finding: Any) -> int:
 
 #: Oldest plausible age in years; larger values are data-entry errors, rejected rather than silently encoded.
 MAX_AGE_YEARS = 120.0
+
+#: Plausible range of every numeric EHR field, in its CSV unit (MIMIC-IV ``omr``: kg/m2, mmHg, inches, lbs), wide
+#: enough for children and extreme adults. A value outside is a data-entry error (BMI 2500, Height 1e9, a height in
+#: cm): refused with its record and field named, never encoded or fitted into the statistics.
+PLAUSIBLE_RANGES = {
+    AGE: (0.0, MAX_AGE_YEARS),
+    BMI: (5.0, 150.0),
+    SYSTOLIC: (40.0, 300.0),
+    DIASTOLIC: (10.0, 200.0),
+    HEIGHT: (10.0, 110.0),
+    WEIGHT: (1.0, 1500.0),
+}
+UNITS = {AGE: "years", BMI: "kg/m2", SYSTOLIC: "mmHg", DIASTOLIC: "mmHg", HEIGHT: "inches", WEIGHT: "lbs"}
+
+
+def implausible(column: str, value: float) -> str | None:
+    """Why ``value`` cannot be a ``column`` (``"BMI 2500 is outside the plausible range [5, 150] kg/m2"``), or None."""
+    low, high = PLAUSIBLE_RANGES[column]
+    if low <= value <= high:
+        return None
+    return f"{column} {value:g} is outside the plausible range [{low:g}, {high:g}] {UNITS[column]}"
+
 
 #: Age bands used for subgroup evaluation: (label, lower bound inclusive, upper bound exclusive).
 AGE_BANDS = (("<40", 0.0, 40.0), ("40-60", 40.0, 60.0), ("60-80", 60.0, 80.0), (">=80", 80.0, float("inf")))

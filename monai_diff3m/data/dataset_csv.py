@@ -6,6 +6,7 @@ CheXpert, the MIMIC pipeline in ``preprocessing/`` and the phantom generator all
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from monai_diff3m import schema
 from monai_diff3m.data.csv_files import DatasetCSVError, read_csv_file
 from monai_diff3m.data.splits import SplitError, patient_ids
+
+logger = logging.getLogger(__name__)
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
@@ -63,7 +66,13 @@ def read_dataset_csv(
     if duplicated:
         raise DatasetCSVError(f"dataset CSV {csv_path} lists image path(s) more than once: {duplicated[:5]}")
     if frontal_only and schema.FRONTAL_LATERAL in table.columns:
-        table = table[table[schema.FRONTAL_LATERAL].fillna(schema.FRONTAL) == schema.FRONTAL]
+        lateral = [
+            _frontal_lateral(value, csv_path, row_number) == schema.LATERAL
+            for row_number, value in zip(table.index + 2, table[schema.FRONTAL_LATERAL])
+        ]
+        if any(lateral):  # CheXpert lists both views; a count, so that no row leaves without a word
+            logger.warning("%s: %d lateral row(s) left out (Diff3M is frontal-only)", csv_path, sum(lateral))
+        table = table[[not is_lateral for is_lateral in lateral]]
         if table.empty:
             raise DatasetCSVError(f"dataset CSV {csv_path} has no frontal rows ({schema.FRONTAL_LATERAL})")
 
@@ -103,6 +112,14 @@ def _canonical_or_raw(canonical: Callable[[Any], str | None], value: Any) -> Any
         return canonical(value)
     except ValueError:
         return value
+
+
+def _frontal_lateral(value: Any, csv_path: Path, row_number: int) -> str | None:
+    """``Frontal``/``Lateral`` in any case (``frontal`` rows were dropped from the metrics without a message)."""
+    try:
+        return schema.canonical_frontal_lateral(value)
+    except ValueError as error:
+        raise DatasetCSVError(f"{csv_path} row {row_number}: {error}") from error
 
 
 def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:

@@ -21,6 +21,7 @@ from monai_diff3m.data.input_files import files_under
 from monai_diff3m.errors import MissingInputError
 from monai_diff3m.schema import (
     AGE,
+    EHR_ROW,
     FRONTAL,
     FRONTAL_LATERAL,
     MAX_AGE_YEARS,
@@ -28,6 +29,7 @@ from monai_diff3m.schema import (
     REQUIRED_COLUMNS,
     SEX,
     VIEW,
+    canonical_frontal_lateral,
     canonical_sex,
     canonical_view,
 )
@@ -150,8 +152,8 @@ def _canonical_ehr_row(row: dict[str, object]) -> dict[str, object]:
     """The row with sex and view in the schema vocabulary; values the DICOM reader would reject raise ``ValueError``,
     so CSV- and DICOM-sourced records mean the same."""
     row = {**row, SEX: canonical_sex(row[SEX]), VIEW: canonical_view(row[VIEW])}
-    if row.get(FRONTAL_LATERAL) not in (None, FRONTAL):
-        raise ValueError(f"{FRONTAL_LATERAL} = {row[FRONTAL_LATERAL]!r}, expected {FRONTAL!r} or empty")
+    if canonical_frontal_lateral(row.get(FRONTAL_LATERAL)) not in (None, FRONTAL):
+        raise ValueError(f"{FRONTAL_LATERAL} = {row[FRONTAL_LATERAL]!r}: lateral films are not supported")
     age = 0.0 if row[AGE] is None else pd.to_numeric(row[AGE], errors="coerce")
     if not 0.0 <= age <= MAX_AGE_YEARS:
         raise ValueError(f"{AGE} = {row[AGE]!r}, expected years in [0, {MAX_AGE_YEARS:g}] or empty")
@@ -166,11 +168,12 @@ def _csv_path(value: object) -> PurePosixPath | None:
     return path.relative_to(path.anchor) if path.anchor else path
 
 
-def _same_tail(row_path: PurePosixPath, relative: PurePosixPath) -> bool:
-    """Whether one path ends with the other (``images/test/x.png`` and ``x.png``), so they cannot name files in
-    different folders (``patient1/study1/x.png`` and ``patient2/study1/x.png`` are not the same tail)."""
-    shared = min(len(row_path.parts), len(relative.parts))
-    return row_path.parts[-shared:] == relative.parts[-shared:]
+def _ends_with(row_path: PurePosixPath, relative: PurePosixPath) -> bool:
+    """Whether a row's path ends with a file's whole relative path (``images/test/x.png`` ends with ``x.png``): the
+    row then names every folder the file lies in. A shorter row (``x.png`` for ``sub/x.png``) never fits a file in
+    a sub-folder: it may be another patient's film that is absent, and ``patient1/study1/x.png`` never fits
+    ``patient2/study1/x.png``."""
+    return len(row_path.parts) >= len(relative.parts) and row_path.parts[-len(relative.parts) :] == relative.parts
 
 
 def scan_image_folder(
@@ -179,14 +182,15 @@ def scan_image_folder(
     """Join the files below ``folder`` with the rows of ``ehr_csv`` that name them; never guess a patient's EHR.
 
     A row's ``PATH`` is the file's path relative to ``folder``. A row naming no such file falls back to the one
-    image whose relative path ends like the row's path (one path a suffix of the other, so a dataset CSV's
-    ``images/test/x.png`` keys ``folder/x.png`` and ``x.png`` keys ``folder/p1/x.png``), among the images no row names
-    exactly; never to a file in another folder (``patient2/s1/x.png`` is not ``patient1/s1/x.png``). A record is the
+    file whose whole relative path the row's path ends with (a dataset CSV's ``images/test/x.png`` keys
+    ``folder/x.png``), among the files no row names exactly; never to a file in a sub-folder the row does not name
+    (``x.png`` does not key ``folder/p1/x.png``, ``patient2/s1/x.png`` not ``patient1/s1/x.png``). A record is the
     row (all its columns, missing cells as None, sex and view in the schema vocabulary) with ``PATH`` replaced by the
-    file's full path. Every file named by a row is read (whatever its suffix); PNG/JPEG/DICOM files without a row,
-    rows without a file, a row that fits several files, a file that several rows name (its EHR is ambiguous: it is
-    not scored) and rows with values outside the schema vocabularies are ``(path, reason)`` failures naming the file,
-    every path involved and the CSV row.
+    file's full path and ``schema.EHR_ROW`` saying which row was used. Every file below ``folder`` (but ``ehr_csv``
+    itself, hidden files and output folders) is a record or a failure: files without a row (whatever their
+    suffix), rows without a file, a row that fits several files, a file that several rows name (its EHR is
+    ambiguous: it is not scored) and rows with values outside the schema vocabularies are ``(path, reason)``
+    failures naming the file, every path involved and the CSV row.
 
     Raises:
         FileNotFoundError: ``folder`` or ``ehr_csv`` does not exist.
@@ -194,13 +198,12 @@ def scan_image_folder(
     """
     table = _read_ehr_csv(ehr_csv)
     root = Path(folder)
-    files = files_under(root, exclude)
+    files = [path for path in files_under(root, exclude) if path.resolve() != Path(ehr_csv).resolve()]
     relative = {path: PurePosixPath(path.relative_to(root).as_posix()) for path in files}
     by_relative = {str(name): path for path, name in relative.items()}
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
-    images_by_name: dict[str, list[Path]] = defaultdict(list)
-    for path in images:
-        images_by_name[path.name].append(path)
+    files_by_name: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        files_by_name[path.name].append(path)
 
     rows = list(enumerate(table.to_dict("records"), start=2))
     named = {line: _csv_path(row[PATH]) for line, row in rows}
@@ -218,16 +221,22 @@ def scan_image_folder(
             continue
         if str(name) in by_relative:
             continue
-        fits = [p for p in images_by_name.get(name.name, []) if _same_tail(name, relative[p])]
+        fits = [p for p in files_by_name.get(name.name, []) if _ends_with(name, relative[p])]
         candidates = [p for p in fits if p not in exact]
         if len(candidates) == 1:
             claims[candidates[0]].append(line)
             continue
         listed = ", ".join(repr(str(relative[p])) for p in (candidates or fits))
+        deeper = ", ".join(repr(str(relative[p])) for p in files_by_name.get(name.name, []) if p not in fits)
         if candidates:
             reason = f"fits several images ({listed}): write the path relative to {folder}"
         elif fits:
             reason = f"but the image(s) it could mean ({listed}) are named exactly by other rows"
+        elif deeper:
+            reason = (
+                f"but no image in {folder} has that relative path; {deeper} lie in sub-folders the row does not "
+                f"name (perhaps another patient's film): write the path relative to {folder}"
+            )
         else:
             reason = f"but no image in {folder} has that relative path or ends with it"
         failures.append((str(root / name), f"{where} names {str(name)!r}, {reason}"))
@@ -246,8 +255,20 @@ def scan_image_folder(
             continue
         line = lines[0]
         try:
-            records.append({**_canonical_ehr_row(dict(rows[line - 2][1])), PATH: str(path)})
+            row = _canonical_ehr_row(dict(rows[line - 2][1]))
         except ValueError as err:
             failures.append((str(path), f"row {line} of {ehr_csv}: {err}"))
-    failures.extend((str(p), f"image has no row in {ehr_csv} (column {PATH!r})") for p in images if p not in claims)
+            continue
+        records.append({**row, PATH: str(path), EHR_ROW: f"row {line}: {named[line]}"})
+    failures.extend((str(p), _unclaimed_reason(p, ehr_csv)) for p in files if p not in claims)
     return records, failures
+
+
+def _unclaimed_reason(path: Path, ehr_csv: str | os.PathLike) -> str:
+    """Why a file of the image folder is not scored: no row names it (and what kind of file it is)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path):
+        return f"image has no row in {ehr_csv} (column {PATH!r})"
+    return (
+        f"no row of {ehr_csv} names this file (column {PATH!r}), and {path.suffix or 'a file without suffix'} is "
+        f"not a film this bundle scans for ({', '.join(IMAGE_SUFFIXES)}, DICOM): add a row to score it"
+    )

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
+from monai.utils import str2bool
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
@@ -37,7 +38,7 @@ from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, read_chest_xray
 
 logger = logging.getLogger(__name__)
 
-RECORD_COLUMNS = (schema.PATIENT_ID, schema.NO_FINDING, schema.LESION)
+RECORD_COLUMNS = (schema.PATIENT_ID, schema.EHR_ROW, schema.NO_FINDING, schema.LESION)
 SCORES_FILE = "scores.csv"
 FAILURES_FILE = "failures.csv"
 METRICS_FILE = "metrics.json"
@@ -62,10 +63,14 @@ class AnomalyResultWriter:
     attention weight of each EHR field the film had (for a one-hot field, the weight of the film's own category;
     fields no record has get no column). Maps are written per image at the film's own resolution, as NIfTI (with the
     film's spacing) and as a PNG overlay on one colour scale for every film (``map_max``), with a title and a colour
-    bar; an image whose map cannot be written becomes a failure row instead of stopping the run. The
+    bar; a computed score is never lost: an image whose map cannot be written (a full disk, a film that cannot be
+    re-read) keeps its ``scores.csv`` row without map columns, gets a ``failures.csv`` row saying so, and the run ends
+    with ``OutputWriteError`` (a nonzero exit) after every table is written; a score table that cannot be written
+    logs the batch's scores before the error stops the run. The
     ``max_previews`` highest-scoring films are kept at the model's resolution for the HTML report and TensorBoard.
 
-    When the run starts, the writer locks the folder against a second run (``OutputFolder``) and removes the
+    When the run starts, the writer locks the folder against a second run and refuses a folder with earlier
+    results unless ``overwrite`` (``OutputFolder``), then removes the
     previous run's tables and the maps they name; rows and failures are appended to ``scores.partial.csv`` /
     ``failures.partial.csv`` after every batch and renamed onto ``scores.csv`` / ``failures.csv`` when the run
     completes, so a killed run keeps its finished batches and never leaves an old ``scores.csv`` beside new maps.
@@ -82,6 +87,7 @@ class AnomalyResultWriter:
         reference_scores: ``score`` of reference normal films, for ``anomaly_percentile``; None or empty: no column.
         map_max: map value (intensity units) drawn at full colour on every film; default a quarter of the range.
         max_previews: films kept for the report and TensorBoard (the highest scores).
+        overwrite: allow an output folder that holds an earlier run's results, which are then replaced.
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class AnomalyResultWriter:
         reference_scores: Sequence[float] | None = None,
         map_max: float | None = None,
         max_previews: int = 100,
+        overwrite: bool | str = False,
     ) -> None:
         if score not in SCORE_NAMES:
             raise InvalidInputError(f"--score must be one of {list(SCORE_NAMES)}, got {score!r}")
@@ -113,7 +120,8 @@ class AnomalyResultWriter:
         self.max_previews = max_previews
         self.attention_fields = present_ehr_fields(self.slot_names, self.records.values())
         self.previews: list[FilmPreview] = []
-        self.folder = OutputFolder(self.output_dir)
+        self.folder = OutputFolder(self.output_dir, overwrite=str2bool(overwrite))
+        self.unwritten_maps: list[str] = []
         self.rows: list[dict[str, Any]] = []
         self.failures: list[tuple[str, str]] = []
         self.maps: list[np.ndarray] = []
@@ -135,7 +143,7 @@ class AnomalyResultWriter:
     def _start(self, engine: Engine) -> None:
         self.folder.acquire()
         # registered now, so it runs after every COMPLETED handler attached with the config (metrics.json included)
-        self._release_handle = engine.add_event_handler(Events.COMPLETED, self._release)
+        self._release_handle = engine.add_event_handler(Events.COMPLETED, self._finish)
         self.folder.clear_previous_run(
             tables=(SCORES_FILE, FAILURES_FILE, METRICS_FILE, CURVES_FILE, REPORT_FILE),
             files_named_in=(SCORES_FILE, partial_path(SCORES_FILE).name),
@@ -146,6 +154,7 @@ class AnomalyResultWriter:
     def _open_tables(self, scores_file: str, failures_file: str) -> None:
         """Empty the collected results and start the growing tables, the input failures first."""
         self.rows, self.maps, self.masks, self._used_names, self.previews = [], [], [], set(), []
+        self.unwritten_maps = []
         self.failures = list(self.input_failures)
         self._scores = GrowingCSV(self.output_dir / scores_file)
         self._failures = GrowingCSV(self.output_dir / failures_file, columns=FAILURE_COLUMNS)
@@ -177,15 +186,19 @@ class AnomalyResultWriter:
                 row.update(self._attention_columns(attention[index], None if given is None else given[index]))
             if self.write_maps:
                 name = self._unique_name(image_path)
+                row.update(dict.fromkeys(MAP_COLUMNS))  # the columns exist even when the first batch's maps fail
                 try:
                     self._write_map_files(name, image_path, anomaly_map[index, 0], score)
+                    row["map_nifti"] = f"maps/{name}.nii.gz"
+                    row["map_overlay"] = f"overlays/{name}.png"
                 except (OSError, ValueError, HeaderDataError) as error:
-                    logger.warning("not scored: the map of %s cannot be written: %s", image_path, error)
-                    reason = f"scored, but its anomaly map cannot be written: {type(error).__name__}: {error}"
+                    logger.error("the anomaly map of %s cannot be written (its scores are kept): %s", image_path, error)
+                    reason = (
+                        "scored (its row in scores.csv has the scores), but its anomaly map cannot be written: "
+                        f"{type(error).__name__}: {error}"
+                    )
                     failures.append((image_path, reason))
-                    continue
-                row["map_nifti"] = f"maps/{name}.nii.gz"
-                row["map_overlay"] = f"overlays/{name}.png"
+                    self.unwritten_maps.append(image_path)
             rows.append(row)
             self._keep_preview(image_path, score, image[index, 0], twin[index, 0], anomaly_map[index, 0])
             if self.keep_maps:
@@ -195,7 +208,12 @@ class AnomalyResultWriter:
         self.rows.extend(rows)
         self.failures.extend(failures)
         assert self._scores is not None and self._failures is not None, "attach() registers _start first"
-        self._scores.append(rows)
+        try:
+            self._scores.append(rows)
+        except OSError:
+            for row in rows:  # the last place a computed score can go
+                logger.error("score table cannot be written; scores of %s: %s", row["image"], _score_text(row))
+            raise
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
 
     def _given_slots(self, ehr: np.ndarray, missing: Any) -> np.ndarray:
@@ -282,6 +300,16 @@ class AnomalyResultWriter:
         for path, reason in self.failures:
             logger.warning("not scored: %s (%s)", path, reason)
 
+    def _finish(self, engine: Engine) -> None:
+        """Free the folder after every other COMPLETED handler; then fail the run if an output was not written."""
+        self._release(engine)
+        if self.unwritten_maps:
+            raise OutputWriteError(
+                f"{len(self.unwritten_maps)} anomaly map(s) could not be written to {self.output_dir} (e.g. "
+                f"{self.unwritten_maps[:3]}; see failures.csv): their scores are in scores.csv. Free disk space and "
+                "rerun with --overwrite true for the maps"
+            )
+
     def _release(self, engine: Engine) -> None:
         if self._release_handle is not None:
             self._release_handle.remove()
@@ -299,6 +327,14 @@ def present_ehr_fields(slot_names: Sequence[str], records: Iterable[Mapping[str,
     fields = list(dict.fromkeys(slot.split("=")[0] for slot in slot_names))
     records = list(records)
     return [name for name in fields if any(not schema.is_missing(record.get(name)) for record in records)]
+
+
+class OutputWriteError(OSError):
+    """Scoring finished and its tables are written, but some outputs (anomaly maps) could not be."""
+
+
+def _score_text(row: Mapping[str, Any]) -> str:
+    return ", ".join(f"{name}={row[name]:.6g}" for name in SCORE_NAMES if name in row)
 
 
 class AnomalyEvaluationHandler:

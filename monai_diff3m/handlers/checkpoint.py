@@ -22,6 +22,21 @@ from monai_diff3m.errors import MissingInputError
 from monai_diff3m.io import atomic_path
 from monai_diff3m.rng_state import capture_rng_state, restore_rng_state
 
+#: Optimizer settings a resumed run takes from its own configuration rather than from the checkpoint.
+_HYPER_PARAMETERS = ("lr", "weight_decay", "betas", "eps")
+#: Metadata a resume may change: bookkeeping, and attention kernels that compute the same function.
+_RUN_ONLY_SETTINGS = ("best_metric", "ehr_statistics_file")
+_RUN_ONLY_NETWORK_ARGS = ("use_flash_attention",)
+
+
+def _without_run_only(value: Any) -> Any:
+    """``network_args`` without the arguments a resume may change; lists and tuples alike; other values as they are."""
+    if isinstance(value, Mapping):
+        return {key: _without_run_only(item) for key, item in value.items() if key not in _RUN_ONLY_NETWORK_ARGS}
+    if isinstance(value, (list, tuple)):
+        return [_without_run_only(item) for item in value]
+    return value
+
 
 class CheckpointWriter:
     """Save ``{name: obj.state_dict()}`` plus metadata to ``save_dir/filename`` atomically.
@@ -84,6 +99,13 @@ class ResumeFromCheckpoint:
     ``evaluator`` and an existing ``best_path``, the best validation metric so far is restored as well, so the first
     validation after resuming does not overwrite a better ``best.pt``.
 
+    A resume continues the same model or refuses: with ``metadata`` (this run's, as :class:`CheckpointWriter`
+    stores it), a setting that shaped the trained weights (``image_size``, ``intensity_mode``, ranges, EHR groups,
+    network arguments) and differs from the checkpoint's is an error naming both values, instead of a checkpoint
+    whose metadata describes weights trained otherwise. The optimizer's hyper-parameters (``lr``,
+    ``weight_decay``, ``betas``, ``eps``) are this run's: a changed ``--learning_rate`` is applied after loading the
+    optimizer state (which would restore the old one) and logged with both values.
+
     Args:
         load_path: the ``last.pt`` written with ``resumable=True``.
         load_dict: objects with ``load_state_dict``, keyed as in the checkpoint, e.g.
@@ -91,10 +113,12 @@ class ResumeFromCheckpoint:
         evaluator: the validation engine whose ``best_metric`` decides when ``best_path`` is written.
         best_path: the best checkpoint of the interrupted run; its ``best_metric`` metadata and epoch are restored.
         map_location: device the checkpoint tensors are loaded to before being copied into the objects.
+        metadata: this run's checkpoint metadata, compared with the checkpoint's (``None``: not compared).
 
     Raises:
         FileNotFoundError: ``load_path`` does not exist (nothing to resume).
-        ValueError: the file has no trainer state, or its progress does not fit this run (other data or fewer epochs).
+        ValueError: the file has no trainer state, its progress does not fit this run (other data or fewer epochs),
+            or it was trained with other settings than ``metadata``.
     """
 
     def __init__(
@@ -104,12 +128,14 @@ class ResumeFromCheckpoint:
         evaluator: Engine | None = None,
         best_path: str | Path | None = None,
         map_location: str | torch.device = "cpu",
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.load_path = Path(load_path)
         self.load_dict = dict(load_dict)
         self.evaluator = evaluator
         self.best_path = None if best_path is None else Path(best_path)
         self.map_location = map_location
+        self.metadata = None if metadata is None else dict(metadata)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
@@ -136,9 +162,12 @@ class ResumeFromCheckpoint:
                 f"cannot resume from {self.load_path}: it already trained {epoch} epochs, "
                 f"more than --max_epochs {engine.state.max_epochs}"
             )
+        self._check_settings(checkpoint.get("metadata", {}))
         for name, obj in self.load_dict.items():
             if isinstance(obj, torch.nn.Module):
                 load_state_dict_explained(obj, checkpoint[name], self.load_path)
+            elif isinstance(obj, torch.optim.Optimizer):
+                self._load_optimizer(obj, checkpoint[name], engine)
             else:
                 obj.load_state_dict(checkpoint[name])
         engine.load_state_dict(
@@ -153,6 +182,34 @@ class ResumeFromCheckpoint:
         engine.logger.info(
             f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
         )
+
+    def _check_settings(self, trained: Mapping[str, Any]) -> None:
+        """Refuse a resume whose settings would change what the checkpoint's weights mean."""
+        if self.metadata is None:
+            return
+        conflicts = [
+            f"{name} is {self.metadata.get(name)!r} in this run, {trained.get(name)!r} in the checkpoint"
+            for name in sorted(set(self.metadata) | set(trained))
+            if name not in _RUN_ONLY_SETTINGS
+            and _without_run_only(self.metadata.get(name)) != _without_run_only(trained.get(name))
+        ]
+        if conflicts:
+            raise ValueError(
+                f"cannot resume from {self.load_path}: {'; '.join(conflicts)}. Resume with the checkpoint's settings, "
+                "or start a new training without --resume"
+            )
+
+    def _load_optimizer(self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any], engine: Engine) -> None:
+        """Load the optimizer state but keep this run's hyper-parameters, logging each one that changed."""
+        requested = [{key: group[key] for key in _HYPER_PARAMETERS if key in group} for group in optimizer.param_groups]
+        optimizer.load_state_dict(dict(state))
+        for group, wanted in zip(optimizer.param_groups, requested):
+            for key, value in wanted.items():
+                if group[key] != value:
+                    engine.logger.info(
+                        f"resuming with this run's optimizer {key} {value!r} (the checkpoint's run used {group[key]!r})"
+                    )
+                    group[key] = value
 
     def _restore_best_metric(self, epoch: int) -> None:
         """Take over the interrupted run's best metric; a best checkpoint from a later epoch belongs to another run."""

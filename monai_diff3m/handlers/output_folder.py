@@ -1,19 +1,17 @@
 """One run per output folder, tables written as they grow, and no stale files from an earlier run.
 
 A scoring run can take hours and may be killed, or started twice into the same ``--output_dir``. The folder must
-then never hold a mixture: ``OutputFolder`` takes a lock file (a second run stops with an error naming the first),
-marks the folder as an output folder (input scans skip it) and removes the previous run's tables and the maps they
-name before anything new is written. ``GrowingCSV`` appends each batch's rows to ``<name>.partial.csv`` (flushed to
+then never hold a mixture: ``OutputFolder`` takes a lock (a second run stops with an error naming the first),
+refuses a folder with an earlier run's results unless overwriting was asked for, marks the folder as an output
+folder (input scans skip it) and, when overwriting, removes the previous run's tables and the maps they name
+before anything new is written. ``GrowingCSV`` appends each batch's rows to ``<name>.partial.csv`` (flushed to
 disk, so a crash keeps every finished batch) and renames it onto ``<name>.csv`` when the run completes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
+from monai_diff3m.run_lock import RunInUseError, RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -33,81 +32,63 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-class OutputFolderInUseError(RuntimeError):
+class OutputFolderInUseError(RunInUseError):
     """Another live run holds the output folder's lock; the message names that run and the lock file."""
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+class OutputFolderNotEmptyError(RuntimeError):
+    """The output folder holds an earlier run's results (or other files) and overwriting was not asked for."""
 
 
 class OutputFolder:
     """The lock, the marker and the clean start of one run's output folder.
 
+    A run never destroys an earlier run's results implicitly: a folder that holds anything but this package's
+    marker and lock is refused unless ``overwrite`` is set, and even then only the earlier run's tables and the maps
+    they name are removed (never the user's other files).
+
     Args:
         path: the output folder; created when missing.
+        overwrite: allow a folder with an earlier run's results (``--overwrite true``).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.lock_path = self.path / LOCK_FILE
-        self.held = False
+        self.overwrite = overwrite
+        self._lock = RunLock(
+            self.lock_path,
+            what=f"output folder {self.path}",
+            remedy="Use another --output_dir, or wait",
+            error=OutputFolderInUseError,
+        )
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
 
     def acquire(self) -> None:
-        """Create the lock file, or raise ``OutputFolderInUseError`` if a live run of another process holds it.
+        """Take the lock (``OutputFolderInUseError`` while a live run holds it) and refuse a folder with earlier
+        results unless ``overwrite`` (``OutputFolderNotEmptyError`` naming a few of its files).
 
-        A lock left by a dead process on this host (killed run), or by this very process (a run that raised), is
-        taken over with a warning, so a rerun after a crash needs no manual cleanup.
+        A lock whose process is gone (a killed run, an empty lock file of a full disk) is taken over with a warning,
+        so a rerun after a crash needs no manual cleanup.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
-            try:
-                descriptor = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if not self._stale(holder):
-                    raise OutputFolderInUseError(
-                        f"output folder {self.path} is in use by another run (pid {holder.get('pid')} on "
-                        f"{holder.get('host')}, started {holder.get('started')}): two runs into one folder would mix "
-                        f"their results. Use another --output_dir, or wait; delete {self.lock_path} only if that "
-                        "run is no longer running"
-                    ) from None
-                logger.warning("taking over %s left by a run that is no longer running (%s)", self.lock_path, holder)
-                self.lock_path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(owner, handle)
-            self.held = True
-            (self.path / OUTPUT_FOLDER_MARKER).touch()
-            return
-        raise OutputFolderInUseError(f"cannot take the lock {self.lock_path}: another run took it at the same time")
-
-    def _holder(self) -> dict[str, Any]:
-        try:
-            holder = json.loads(self.lock_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return holder if isinstance(holder, dict) else {}
-
-    @staticmethod
-    def _stale(holder: dict[str, Any]) -> bool:
-        """A lock of this host whose process is gone or is this process; unreadable or foreign locks are live."""
-        pid = holder.get("pid")
-        if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
-            return False
-        return pid == os.getpid() or not _process_alive(pid)
+        self._lock.acquire()
+        present = sorted(
+            entry.name for entry in self.path.iterdir() if entry.name not in (LOCK_FILE, OUTPUT_FOLDER_MARKER)
+        )
+        if present and not self.overwrite:
+            self.release()
+            raise OutputFolderNotEmptyError(
+                f"output folder {self.path} is not empty (it holds {present[:5]}): a run never replaces earlier "
+                "results implicitly. Choose a new --output_dir, or pass --overwrite true to replace the earlier "
+                "run's tables and maps"
+            )
+        (self.path / OUTPUT_FOLDER_MARKER).touch()
 
     def release(self) -> None:
-        if self.held:
-            self.lock_path.unlink(missing_ok=True)
-            self.held = False
+        self._lock.release()
 
     def clear_previous_run(
         self, tables: Sequence[str], files_named_in: Sequence[str], file_columns: Iterable[str]

@@ -82,11 +82,16 @@ def _is_missing(value: Any) -> bool:
 
 
 class EHRStatistics:
-    """Mean and standard deviation of each numeric measurement, fitted on the training split only.
+    """Centre and scale of each numeric measurement, fitted on the training split only.
 
-    Saved as JSON beside the checkpoint so that inference and evaluation z-score with the training scale
-    (the authors' loader re-fits on every split it reads, so a test image's encoding depends on which other images
-    are scored with it; the reference scoring preset reproduces that with ``EHRStatistics.fit`` on the scored split).
+    Saved as JSON beside the checkpoint (``mean``/``std`` tables: the centre and scale used for z-scoring) so that
+    inference and evaluation z-score with the training scale (the authors' loader re-fits on every split it reads,
+    so a test image's encoding depends on which other images are scored with it; the reference scoring preset
+    reproduces that with ``EHRStatistics.fit(..., robust=False)`` on the scored split).
+
+    ``fit`` is robust by default (median and IQR / 1.349, the standard deviation of a normal distribution) and leaves
+    out values outside ``schema.PLAUSIBLE_RANGES`` (the encoder refuses those records): one typo such as Height 1e9
+    moved the mean to 21,276,660 and encoded every correct height to the same value.
     """
 
     def __init__(self, mean: Mapping[str, float], std: Mapping[str, float]) -> None:
@@ -95,21 +100,31 @@ class EHRStatistics:
 
     @classmethod
     def fit(
-        cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS,
+        robust: bool = True,
     ) -> EHRStatistics:
+        """Fit on ``records``; ``robust=False`` gives the mean and standard deviation, as the authors' code."""
         values: dict[str, list[float]] = {column: [] for column in columns}
         for record in records:
             for column in columns:
                 value = record.get(column)
                 if not _is_missing(value):
-                    values[column].append(_to_float(value, column, record))
+                    number = _to_float(value, column, record)
+                    if schema.implausible(column, number) is None:
+                        values[column].append(number)
         mean, std = {}, {}
         for column, column_values in values.items():
             if len(column_values) < 2:
                 mean[column], std[column] = 0.0, 1.0
                 continue
-            mean[column] = float(np.mean(column_values))
-            std[column] = float(np.std(column_values)) or 1.0
+            spread = float(np.std(column_values))
+            if robust:
+                low, centre, high = np.percentile(column_values, [25, 50, 75])
+                mean[column], std[column] = float(centre), float(high - low) / 1.349 or spread or 1.0
+            else:
+                mean[column], std[column] = float(np.mean(column_values)), spread or 1.0
         return cls(mean, std)
 
     @classmethod
@@ -278,15 +293,11 @@ class EncodeEHRd(MapTransform):
         if column in _VOCABULARIES:
             return [1.0 if value == option else 0.0 for option in _VOCABULARIES[column]], False
         number = _to_float(value, column, record)
+        problem = schema.implausible(column, number)
+        if problem:
+            raise EHRValueError(f"{_record_name(record)}: field {column!r}: {problem} (got {value!r})")
         if column == schema.AGE:
-            if not 0.0 <= number <= schema.MAX_AGE_YEARS:
-                raise EHRValueError(
-                    f"{_record_name(record)}: field {column!r} must be within [0, {schema.MAX_AGE_YEARS:g}] years, "
-                    f"got {value!r}"
-                )
             low, high = self.age_range
             return [(number - low) / (high - low)], False
-        if number <= 0.0:
-            raise EHRValueError(f"{_record_name(record)}: field {column!r} must be positive, got {value!r}")
         assert self.statistics is not None
         return [self.statistics.standardise(column, number)], False

@@ -187,7 +187,7 @@ def test_every_probe_ends_in_a_score_or_a_named_failure_and_the_others_are_score
     assert "(near-)constant" in reasons["black.png"] and "noise-like" in reasons["noise.png"]
 
     second, failures_again = _score(
-        trained_bundle, output, image_dir=str(folder), ehr_csv=str(tmp_path / "ehr.csv"), batch_size=3
+        trained_bundle, output, image_dir=str(folder), ehr_csv=str(tmp_path / "ehr.csv"), batch_size=3, overwrite=True
     )
     pd.testing.assert_frame_equal(second, first)  # the output folder inside the input is not read back
     pd.testing.assert_frame_equal(failures_again, failures)

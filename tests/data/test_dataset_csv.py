@@ -56,3 +56,20 @@ def test_empty_csv_and_missing_image_and_duplicates(tmp_path):
     path = _write(tmp_path, [ROW, ROW])
     with pytest.raises(DatasetCSVError, match="more than once"):
         read_dataset_csv(path)
+
+
+def test_frontal_in_any_case_is_kept_and_lateral_rows_are_counted(tmp_path, caplog):
+    """Rows whose ``Frontal/Lateral`` was ``frontal`` in lower case left the metrics (n 20 of 40) without a word."""
+    rows = [
+        {**ROW, schema.PATH: "img/a.png", schema.FRONTAL_LATERAL: "frontal"},
+        {**ROW, schema.PATH: "img/b.png", schema.FRONTAL_LATERAL: " FRONTAL "},
+        {**ROW, schema.PATH: "img/c.png", schema.FRONTAL_LATERAL: "lateral"},
+        {**ROW, schema.PATH: "img/d.png", schema.FRONTAL_LATERAL: None},
+    ]
+    with caplog.at_level("WARNING"):
+        records = read_dataset_csv(_write(tmp_path, rows))
+    assert [record["image"].split("/")[-1] for record in records] == ["a.png", "b.png", "d.png"]
+    assert "1 lateral row(s) left out" in caplog.text
+    path = _write(tmp_path, [{**ROW, schema.FRONTAL_LATERAL: "oblique"}])
+    with pytest.raises(DatasetCSVError, match="row 2: Frontal/Lateral 'oblique' is neither 'Frontal' nor 'Lateral'"):
+        read_dataset_csv(path)

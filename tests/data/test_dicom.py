@@ -17,7 +17,7 @@ from monai_diff3m.data.dicom import (
     scan_image_folder,
 )
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
-from monai_diff3m.schema import AGE, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
+from monai_diff3m.schema import AGE, EHR_ROW, FRONTAL, FRONTAL_LATERAL, PATH, SEX, SEX_VALUES, VIEW
 from monai_diff3m.transforms.image import ImageLoadError
 
 from dicom_files import write_dicom
@@ -176,24 +176,33 @@ def test_scan_image_folder_joins_csv_and_reports_both_sides(tmp_path):
     records, failures = scan_image_folder(images, csv)
 
     assert records == [
-        {PATH: str(images / "a.png"), SEX: "Male", AGE: 67.0, VIEW: "AP", "BMI": 24.5},
-        {PATH: str(images / "sub" / "b.jpg"), SEX: None, AGE: None, VIEW: "PA", "BMI": None},
-        {PATH: str(dicom), SEX: "Female", AGE: 30.0, VIEW: None, "BMI": None},
-    ]
+        {PATH: str(images / "a.png"), SEX: "Male", AGE: 67.0, VIEW: "AP", "BMI": 24.5, EHR_ROW: "row 2: a.png"},
+        {
+            PATH: str(images / "sub" / "b.jpg"),
+            SEX: None,
+            AGE: None,
+            VIEW: "PA",
+            "BMI": None,
+            EHR_ROW: "row 3: sub/b.jpg",
+        },
+    ]  # row 'c.dcm' does not key 'sub/c.dcm': the row names no sub-folder
     assert [path for path, _ in failures] == [
+        str(images / "c.dcm"),
         str(images / "ghost.png"),
         str(images / "b.jpg"),
         str(images / "lateral.png"),
         str(images / "old.png"),
         str(images / "orphan.png"),
+        str(dicom),
     ]
     reasons = [reason for _, reason in failures]
     assert all(str(csv) in reason for reason in reasons)
-    assert "row 5" in reasons[0] and "'ghost.png'" in reasons[0]
-    assert "row 8" in reasons[1] and "'sub/b.jpg') are named exactly by other rows" in reasons[1]
-    assert "row 6" in reasons[2] and "'LL'" in reasons[2]
-    assert "row 7" in reasons[3] and "150" in reasons[3]
-    assert "no row" in reasons[4]
+    assert "row 4" in reasons[0] and "'sub/c.dcm' lie in sub-folders the row does not name" in reasons[0]
+    assert "row 5" in reasons[1] and "'ghost.png'" in reasons[1]
+    assert "row 8" in reasons[2] and "'sub/b.jpg' lie in sub-folders the row does not name" in reasons[2]
+    assert "row 6" in reasons[3] and "'LL'" in reasons[3]
+    assert "row 7" in reasons[4] and "150" in reasons[4]
+    assert "no row" in reasons[5] and "no row" in reasons[6]
 
 
 def _png(path) -> None:
@@ -244,7 +253,10 @@ def test_file_name_fallback_only_when_unambiguous_and_ambiguities_name_both_path
 
     assert [(r[PATH], r[AGE]) for r in records] == [(str(images / "x.png"), 40)]  # dataset-CSV path keys x.png
     reasons = dict(failures)
-    assert "fits several images ('p1/s1/view1.png', 'p2/s1/view1.png')" in reasons[str(images / "view1.png")]
+    assert (
+        "'p1/s1/view1.png', 'p2/s1/view1.png' lie in sub-folders the row does not name"
+        in reasons[str(images / "view1.png")]
+    )
     assert "but no image" in reasons[str(images / "a" / "y.png")]  # study/y.png is another folder than a/y.png
     assert {path for path, _ in failures} >= {str(images / "p1/s1/view1.png"), str(images / "p2/s1/view1.png")}
 
@@ -292,3 +304,48 @@ def test_scan_image_folder_missing_columns_named(tmp_path):
     pd.DataFrame({PATH: ["a.png"], SEX: ["Male"]}).to_csv(csv, index=False)
     with pytest.raises(ValueError, match=rf"ehr\.csv.*\['{AGE}', '{VIEW}'\]"):
         scan_image_folder(tmp_path, csv)
+
+
+def test_every_file_of_the_image_folder_is_scored_or_a_failure(tmp_path):
+    """``.tif`` and ``.bmp`` films without a CSV row were in neither ``scores.csv`` nor ``failures.csv``."""
+    images = tmp_path / "images"
+    for name in ("a.png", "b.tif", "c.bmp"):
+        _png(images / name)
+    for name in ("notes.txt", ".DS_Store"):
+        (images / name).write_text("not a film")
+    csv = images / "ehr.csv"  # the EHR CSV inside the image folder is not an input
+    pd.DataFrame({PATH: ["a.png"], SEX: ["M"], AGE: [50], VIEW: ["AP"]}).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(images, csv)
+
+    assert [record[PATH] for record in records] == [str(images / "a.png")]
+    reasons = dict(failures)
+    assert sorted(reasons) == [str(images / name) for name in ("b.tif", "c.bmp", "notes.txt")]
+    assert "no row of" in reasons[str(images / "b.tif")] and ".tif is not a film" in reasons[str(images / "b.tif")]
+
+
+def test_a_short_row_never_keys_an_image_in_a_sub_folder_and_every_record_names_its_row(tmp_path):
+    """Row ``x.png`` (patient A, whose film is absent) scored patient B's ``sub/x.png`` with no failure and no
+    mark of which row was used; lower-case ``frontal`` rows were refused."""
+    images = tmp_path / "images"
+    _png(images / "sub" / "x.png")
+    _png(images / "y.png")
+    csv = tmp_path / "ehr.csv"
+    pd.DataFrame(
+        {
+            PATH: ["x.png", "test/images/y.png"],
+            SEX: ["F", "M"],
+            AGE: [85, 25],
+            FRONTAL_LATERAL: ["frontal", "frontal"],
+            VIEW: ["AP", "PA"],
+        }
+    ).to_csv(csv, index=False)
+
+    records, failures = scan_image_folder(images, csv)
+
+    assert [(record[PATH], record[EHR_ROW]) for record in records] == [
+        (str(images / "y.png"), "row 3: test/images/y.png")
+    ]
+    reasons = dict(failures)
+    assert "'sub/x.png' lie in sub-folders the row does not name" in reasons[str(images / "x.png")]
+    assert "image has no row" in reasons[str(images / "sub" / "x.png")]

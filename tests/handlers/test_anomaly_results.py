@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import nibabel as nib
 import pandas as pd
@@ -16,10 +13,11 @@ import torch
 from ignite.engine import Engine
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
+from run_locks import hold_lock_in_another_process
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
-from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError
+from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError, OutputFolderNotEmptyError
 from monai_diff3m.inferers import SCORE_NAMES
 
 NAMES = [f"img{index}.png" for index in range(6)]
@@ -52,7 +50,7 @@ def films(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(folder)
 
 
-def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWriter:
+def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = False) -> AnomalyResultWriter:
     outputs = list(_batches(names))
 
     def step(engine, batch_index):
@@ -62,7 +60,10 @@ def _run(output_dir, fail_at: int | None = None, names=NAMES) -> AnomalyResultWr
 
     engine = Engine(step)
     writer = AnomalyResultWriter(
-        output_dir, [{"source": name, "image": name} for name in names], failures=[("bad.png", "broken")]
+        output_dir,
+        [{"source": name, "image": name} for name in names],
+        failures=[("bad.png", "broken")],
+        overwrite=overwrite,
     )
     writer.attach(engine)
     engine.run(range(len(outputs)), max_epochs=1)
@@ -77,7 +78,9 @@ def test_tables_are_written_per_batch_and_promoted_at_the_end(tmp_path):
     assert list(partial["image"]) == NAMES[:4] and not (tmp_path / "scores.csv").exists()
     assert not (tmp_path / LOCK_FILE).exists()  # the crashed run freed the folder
 
-    _run(tmp_path)
+    with pytest.raises(OutputFolderNotEmptyError, match="--overwrite true"):
+        _run(tmp_path)  # the crashed run's finished batches are results too
+    _run(tmp_path, overwrite=True)
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert list(scores["image"]) == NAMES and list(scores["mse"]) == list(range(6))
     assert pd.read_csv(tmp_path / "failures.csv").values.tolist() == [["bad.png", "broken"]]
@@ -92,7 +95,7 @@ def test_a_rerun_killed_midway_leaves_no_old_table_pointing_at_new_maps(tmp_path
     assert (tmp_path / "maps" / "old.nii.gz").exists()
 
     with pytest.raises(RuntimeError, match="killed"):
-        _run(tmp_path, fail_at=1)
+        _run(tmp_path, fail_at=1, overwrite=True)
 
     assert not (tmp_path / "scores.csv").exists() and not (tmp_path / "metrics.json").exists()
     assert not (tmp_path / "maps" / "old.nii.gz").exists()  # named by the old table: removed with it
@@ -102,25 +105,45 @@ def test_a_rerun_killed_midway_leaves_no_old_table_pointing_at_new_maps(tmp_path
 
 def test_a_second_run_into_a_folder_in_use_stops_with_a_clear_error(tmp_path):
     """Two runs into one ``--output_dir`` interleaved and the last one's ``scores.csv`` won."""
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = hold_lock_in_another_process(tmp_path / LOCK_FILE)
     try:
-        tmp_path.joinpath(LOCK_FILE).write_text(
-            json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "now"})
-        )
         with pytest.raises(
-            OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} only if"
+            OutputFolderInUseError, match=rf"in use by another run \(pid {other.pid} .*{LOCK_FILE} is freed when"
         ):
             _run(tmp_path)
         assert not (tmp_path / "scores.csv").exists() and (tmp_path / LOCK_FILE).exists()
     finally:
         other.kill()
         other.wait()
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == other.pid  # left behind by the killed run
     _run(tmp_path)  # a lock whose process is gone (a killed run) is taken over
     assert len(pd.read_csv(tmp_path / "scores.csv")) == 6 and not (tmp_path / LOCK_FILE).exists()
 
 
-def test_a_map_that_cannot_be_written_is_a_failure_row_and_the_others_are_kept(tmp_path, monkeypatch):
-    """A map write error (nibabel HeaderDataError for a NaN spacing) killed the run and lost every result."""
+def test_an_empty_lock_file_that_no_process_holds_never_blocks(tmp_path):
+    """A full disk left a 0-byte lock file and every rerun was refused ("pid None on None")."""
+    (tmp_path / LOCK_FILE).write_bytes(b"")
+    _run(tmp_path)
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 6 and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_second_run_never_deletes_the_first_runs_results(tmp_path):
+    """A second run into the default output folder removed the first run's scores.csv and maps without a word."""
+    _run(tmp_path, names=["first.png"])
+    with pytest.raises(OutputFolderNotEmptyError, match=r"not empty .*scores.csv.*--overwrite true"):
+        _run(tmp_path)
+    assert list(pd.read_csv(tmp_path / "scores.csv")["image"]) == ["first.png"]
+    assert (tmp_path / "maps" / "first.nii.gz").exists() and not (tmp_path / LOCK_FILE).exists()
+    (tmp_path / "notes.txt").write_text("the user's own file")
+
+    _run(tmp_path, overwrite=True)
+    assert list(pd.read_csv(tmp_path / "scores.csv")["image"]) == NAMES
+    assert not (tmp_path / "maps" / "first.nii.gz").exists() and (tmp_path / "notes.txt").exists()
+
+
+def test_a_map_that_cannot_be_written_keeps_its_score_and_fails_the_run_at_the_end(tmp_path, monkeypatch):
+    """A map write error (nibabel HeaderDataError for a NaN spacing) killed the run and lost every result; then a
+    full disk kept the run at exit 0 while the scores of the images without a map were written nowhere."""
     save = nib.save
 
     def failing_save(image, path):
@@ -129,10 +152,16 @@ def test_a_map_that_cannot_be_written_is_a_failure_row_and_the_others_are_kept(t
         save(image, path)
 
     monkeypatch.setattr(anomaly_results.nib, "save", failing_save)
-    _run(tmp_path)
+    with pytest.raises(anomaly_results.OutputWriteError, match=r"1 anomaly map\(s\) could not be written"):
+        _run(tmp_path)
 
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert list(scores["image"]) == [name for name in NAMES if name != "img3.png"]
+    assert list(scores["image"]) == NAMES and list(scores["mse"]) == list(range(6))
+    assert scores["map_nifti"].isna().tolist() == [name == "img3.png" for name in NAMES]
     failures = pd.read_csv(tmp_path / "failures.csv")
     assert failures["path"].tolist() == ["bad.png", "img3.png"]
-    assert "anomaly map cannot be written: HeaderDataError" in failures["reason"].iloc[1]
+    assert (
+        "scores.csv has the scores), but its anomaly map cannot be written: HeaderDataError"
+        in failures["reason"].iloc[1]
+    )
+    assert not (tmp_path / LOCK_FILE).exists()

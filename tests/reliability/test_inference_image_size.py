@@ -33,7 +33,7 @@ NETWORK_ARGS = {
 }
 
 
-def _write_checkpoint(bundle_root) -> None:
+def write_tiny_checkpoint(bundle_root) -> None:
     """A 32x32 checkpoint as training writes it (untrained weights: only the input handling is under test)."""
     models = bundle_root / "models"
     metadata = {
@@ -49,7 +49,7 @@ def _write_checkpoint(bundle_root) -> None:
 
 
 def test_smaller_and_larger_images_are_scored_at_the_training_size(tmp_path):
-    _write_checkpoint(tmp_path)
+    write_tiny_checkpoint(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
     small, large = (render_case(seed=0, index=index, image_size=size).image for index, size in ((0, 48), (1, 128)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -150,3 +151,41 @@ def test_resume_keeps_the_best_metric_of_the_interrupted_run(tmp_path):
         )
         trainer.run(range(3), max_epochs=2)
         assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == restored
+
+
+def _workflow(bundle_root: Path, **extra) -> ConfigWorkflow:
+    overrides = _overrides(bundle_root, val_interval=1, **extra)
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), run_id="training", workflow_type=None, **overrides
+    )
+    workflow.initialize()
+    return workflow
+
+
+def test_resume_applies_a_changed_learning_rate_and_refuses_a_changed_image_size(tmp_path):
+    """``--resume true --learning_rate 0.5`` logged the new rate while the optimizer kept the old one, and a resume
+    with another ``image_size`` or ``intensity_mode`` rewrote the metadata of weights trained otherwise."""
+    first = _workflow(tmp_path, max_epochs=1)
+    first.run()
+    first.finalize()
+    last = tmp_path / "models" / "diff3m_pooled_last.pt"
+    trained = torch.load(last, weights_only=True)["metadata"]
+
+    for setting, value, was in (("image_size", 16, 32), ("intensity_mode", "fixed", "percentile")):
+        changed = _workflow(tmp_path, max_epochs=2, resume=True, **{setting: value})
+        with pytest.raises(RuntimeError) as refused:  # MONAI wraps the trainer's error
+            changed.run()
+        changed.finalize()
+        assert f"{setting} is {value!r} in this run, {was!r} in the checkpoint" in str(refused.value.__cause__)
+        assert torch.load(last, weights_only=True)["metadata"] == trained
+
+    resumed = _workflow(tmp_path, max_epochs=2, resume=True, learning_rate=0.5)
+    messages: list[str] = []
+    trainer = resumed.parser.get_parsed_content("train#trainer")
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    trainer.logger.addHandler(handler)
+    resumed.run()
+    resumed.finalize()
+    assert [group["lr"] for group in resumed.parser.get_parsed_content("optimizer").param_groups] == [0.5]
+    assert "resuming with this run's optimizer lr 0.5 (the checkpoint's run used 0.001)" in messages

@@ -66,13 +66,17 @@ def test_missing_values_are_flagged_not_dropped():
     "field, value, message",
     [
         (schema.AGE, float("nan"), "required EHR field 'Age' is missing"),
-        (schema.AGE, 150, r"within \[0, 120\]"),
+        (schema.AGE, 150, r"Age 150 is outside the plausible range \[0, 120\] years"),
         (schema.AGE, "abc", "must be a number"),
         (schema.SEX, "X", "field 'Sex' 'X' is not a sex"),
         (schema.VIEW, "LL", "lateral views are not supported"),
         (schema.VIEW, "OBL", "not a frontal view"),
         (schema.BMI, "high", "'BMI' must be a number"),
-        (schema.WEIGHT, -3, "must be positive"),
+        (schema.WEIGHT, -3, r"Weight -3 is outside the plausible range \[1, 1500\] lbs"),
+        (schema.BMI, 2500, r"'BMI': BMI 2500 is outside the plausible range \[5, 150\] kg/m2"),
+        (schema.HEIGHT, 1e9, r"'Height': Height 1e\+09 is outside the plausible range \[10, 110\] inches"),
+        (schema.SYSTOLIC, 1200, r"Systolic BP 1200 is outside"),
+        (schema.DIASTOLIC, 0, r"Diastolic BP 0 is outside"),
     ],
 )
 def test_bad_values_name_record_and_field(field, value, message):
@@ -83,12 +87,26 @@ def test_bad_values_name_record_and_field(field, value, message):
 
 def test_statistics_fit_on_training_records_ignore_missing_and_round_trip(tmp_path):
     records = [{schema.BMI: 20.0}, {schema.BMI: 30.0}, {schema.BMI: None}]
-    stats = EHRStatistics.fit(records, columns=[schema.BMI])
+    stats = EHRStatistics.fit(records, columns=[schema.BMI], robust=False)
     assert stats.mean[schema.BMI] == 25.0 and stats.std[schema.BMI] == 5.0
     path = tmp_path / "stats.json"
     stats.save(path)
     assert json.loads(path.read_text())["mean"][schema.BMI] == 25.0
     assert EHRStatistics.load(path).standardise(schema.BMI, 35.0) == 2.0
+
+
+def test_one_typo_in_the_training_split_cannot_move_the_statistics():
+    """Height 1e9 in one row made the saved mean 21,276,660, after which every correct height encoded alike."""
+    heights = [60.0 + (index % 21) for index in range(100)]
+    clean = EHRStatistics.fit([{schema.HEIGHT: height} for height in heights], columns=[schema.HEIGHT])
+    for typo in (1e9, 700.0, 108.0):  # implausible, implausible, plausible but extreme
+        fitted = EHRStatistics.fit(
+            [{schema.HEIGHT: height} for height in [*heights[:-1], typo]], columns=[schema.HEIGHT]
+        )
+        assert abs(fitted.mean[schema.HEIGHT] - clean.mean[schema.HEIGHT]) <= 0.5
+        assert abs(fitted.std[schema.HEIGHT] / clean.std[schema.HEIGHT] - 1.0) < 0.1
+    encoded = [fitted.standardise(schema.HEIGHT, height) for height in (60.0, 70.0, 80.0)]
+    assert encoded[0] < -1.0 < 0.0 < encoded[2] and abs(encoded[1]) < 0.1
 
 
 def test_measurements_need_statistics():
