@@ -19,7 +19,17 @@ setup(
     packages=find_packages(include=["monai_diff3m", "monai_diff3m.*", "preprocessing", "preprocessing.*"]),
     # the bundle (monai_diff3m/bundle links to bundles/diff3m) and the lung-field weights the scores need, so the
     # main job finds them after any install
-    package_data={"monai_diff3m": ["bundle/LICENSE", "bundle/configs/*", "bundle/docs/*", "networks/*.pt"]},
+    package_data={
+        "monai_diff3m": [
+            "bundle/LICENSE",
+            "bundle/configs/*",
+            "bundle/docs/*",
+            "bundle/models/model.pt",
+            "bundle/models/model_card.json",
+            "bundle/models/model_ehr_statistics.json",
+            "networks/*.pt",
+        ]
+    },
     install_requires=[
         "torch>=2.1",
         "monai[fire,einops]>=1.6,<1.7",

@@ -80,6 +80,32 @@ def checkpoint_name(ieca_mode: str | None = None, use_pcm: bool | str | None = F
     return f"diff3m_{ieca_mode or 'spatial'}{'_pcm' if str2bool(use_pcm or False) else ''}"
 
 
+def trained_or_shipped(
+    trained: str | Path, shipped: str | Path, default_dir: str | Path, ieca_mode: str | None, use_pcm: Any
+) -> str:
+    """The checkpoint to score: ``trained`` when it exists, else the bundle's shipped ``models/model.pt``.
+
+    The shipped model (a Diff3M trained on public NIH films, ``models/model_card.json``) lets a new user score films
+    right after installing. It stands in only where nothing else was asked for: ``trained`` lies in the bundle's
+    default model folder ``default_dir`` and no ``ieca_mode`` or ``use_pcm`` was requested; a model named in any
+    other way that does not exist stays an error ("train first").
+    """
+    requested_elsewhere = Path(trained).parent.resolve() != Path(default_dir).resolve()
+    if Path(trained).is_file() or requested_elsewhere or ieca_mode is not None or str2bool(use_pcm or False):
+        return str(trained)
+    if not Path(shipped).is_file():
+        return str(trained)
+    card = checkpoint_metadata(shipped).get("model_card", {})
+    logger.info(
+        "no trained model at %s: scoring with the shipped model %s (%s; test %s)",
+        trained,
+        shipped,
+        card.get("name", "no model card"),
+        card.get("test_metrics", {}).get(DEFAULT_SCORE, "not measured"),
+    )
+    return str(shipped)
+
+
 def run_name(path: str | Path) -> str:
     """The name of the outputs of scoring checkpoint ``path``: its file name without ``.pt`` and ``_best``/``_last``
     (``models/diff3m_none_best.pt`` -> ``diff3m_none``), so a folder is named after the model that was scored."""

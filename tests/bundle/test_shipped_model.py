@@ -1,10 +1,15 @@
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from monai_diff3m.checkpoints import checkpoint_metadata, network_from_checkpoint
 from monai_diff3m.export_model import CARD_FIELDS, export_model
+from monai_diff3m.inferers import DEFAULT_SCORE
+
+from tiny_bundle import BUNDLE, REPO_ROOT, run_workflow
 
 CARD = {
     "training_command": "python -m monai.bundle run training ...",
@@ -36,3 +41,31 @@ def test_a_model_without_its_card_does_not_ship(trained_bundle, tmp_path):
     with pytest.raises(ValueError, match=r"model card lacks \['test_metrics'\]"):
         export_model(trained_bundle / "models" / "diff3m_pooled_best.pt", card, tmp_path / "model.pt")
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_the_shipped_model_scores_real_films_with_no_training(tmp_path):
+    """Right after install: inference.json with no model trained anywhere scores NIH films with models/model.pt,
+    under the current configs (a change of the default network that the shipped model no longer fits fails here)."""
+    films = REPO_ROOT / "tests" / "data" / "nih64"
+    overrides = {"bundle_root": str(tmp_path), "image_dir": str(films), "ehr_csv": str(films / "labels.csv")}
+    workflow = run_workflow("inference.json", "inference", overrides)
+
+    shipped = BUNDLE / "models" / "model.pt"
+    assert Path(workflow.parser.get_parsed_content("checkpoint")).resolve() == shipped.resolve()
+    scores = pd.read_csv(tmp_path / "outputs" / "model" / "scores.csv")
+    assert len(scores) == len(pd.read_csv(films / "labels.csv"))
+    assert scores["anomaly_score"].notna().all() and (scores["anomaly_score"] == scores[DEFAULT_SCORE]).all()
+    assert checkpoint_metadata(shipped)["model_card"]["test_metrics"][DEFAULT_SCORE]["auroc"] > 0.5
+
+
+def test_a_named_model_folder_never_falls_back_to_the_shipped_model(tmp_path):
+    films = REPO_ROOT / "tests" / "data" / "nih64"
+    overrides = {"bundle_root": str(tmp_path), "ckpt_dir": str(tmp_path / "mine"), "image_dir": str(films)}
+    with pytest.raises(Exception) as raised:
+        run_workflow("inference.json", "inference", overrides)
+    error: BaseException | None = raised.value
+    messages = []
+    while error is not None:  # MONAI wraps the error of a config expression in its own
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any(f"{tmp_path / 'mine'}" in message and "not found; train first" in message for message in messages)
