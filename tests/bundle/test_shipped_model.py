@@ -69,3 +69,17 @@ def test_a_named_model_folder_never_falls_back_to_the_shipped_model(tmp_path):
         messages.append(str(error))
         error = error.__cause__ or error.__context__
     assert any(f"{tmp_path / 'mine'}" in message and "not found; train first" in message for message in messages)
+
+
+def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
+    """train.json's --init_checkpoint: the network that training starts from is the shipped model."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    shipped = BUNDLE / "models" / "model.pt"
+    parser.update({"bundle_root": str(tmp_path), "init_checkpoint": str(shipped), "ehr_groups": ["demographics"]})
+    network = parser.get_parsed_content("network")
+    expected = torch.load(shipped, weights_only=True)["network"]
+    for name, value in network.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
