@@ -13,12 +13,13 @@ import torch
 from ignite.engine import Engine
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
-from run_locks import hold_lock_in_another_process
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
 from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
 from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError, OutputFolderNotEmptyError
 from monai_diff3m.inferers import SCORE_NAMES
+
+from run_locks import hold_lock_in_another_process
 
 NAMES = [f"img{index}.png" for index in range(6)]
 

@@ -6,11 +6,11 @@ import re
 
 import pytest
 from monai.bundle import ConfigWorkflow
-from run_locks import hold_lock_in_another_process
 
 from monai_diff3m.run_lock import RunInUseError
 
 from bundle.tiny_bundle import config_files, tiny_overrides
+from run_locks import hold_lock_in_another_process
 
 
 def _training(bundle_root) -> ConfigWorkflow:

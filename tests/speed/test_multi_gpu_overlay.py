@@ -6,19 +6,15 @@ DistributedSampler, rank-0-only logging and checkpoints), and that is backend in
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
-from bundle.tiny_bundle import CONFIGS, REPO_ROOT, TINY_NETWORK, TINY_PHANTOMS
+from bundle.tiny_bundle import TINY_NETWORK, TINY_PHANTOMS
+from speed.torchrun_bundle import run_torchrun
 
 TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
 BATCH_SIZE = 16
@@ -36,43 +32,7 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
         **TINY_NETWORK,
     }
     ensure_phantom_dataset(tmp_path / "data" / "phantoms", **TINY_PHANTOMS)  # once, before the two ranks start
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps(overrides))
-    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        str(configs),
-        "--args_file",
-        str(args_file),
-    ]
-    # this checkout's package, whatever an installed one (the workers start in tmp_path)
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
-    # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        log, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-    assert process.returncode == 0, log[-4000:]
+    log = run_torchrun(tmp_path, ["train.json", "multi_gpu_train.json"], "training", overrides, timeout=120)
 
     # both processes trained (ignite logs on every rank), each on its half of the data: 48 images -> 3 iterations
     # of 16 per epoch; the validation loss is averaged over both ranks' shards, so both report the same best value

@@ -3,57 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bundle.tiny_bundle import CONFIGS, EVALUATE, REPO_ROOT, run_workflow, scoring_overrides, tiny_overrides
+from bundle.tiny_bundle import EVALUATE, run_workflow, scoring_overrides, tiny_overrides
+from speed.torchrun_bundle import run_torchrun
 
 SCORING = {"num_inference_steps": 2, "noise_level": 50, "noising": "stochastic", "num_bootstrap": 50, "batch_size": 5}
-
-
-def _torchrun(tmp_path: Path, configs: list[str], run_id: str, overrides: dict) -> str:
-    args_file = tmp_path / f"{run_id}_args.json"
-    args_file.write_text(json.dumps(overrides))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        run_id,
-        "--config_file",
-        str([str(CONFIGS / name) for name in configs]),
-        "--args_file",
-        str(args_file),
-    ]
-    # this checkout's package, whatever an installed one (the workers start in tmp_path)
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        log, _ = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-    assert process.returncode == 0, log[-4000:]
-    return log
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +26,7 @@ def test_two_processes_write_the_scores_maps_and_metrics_of_one(bundle, tmp_path
     one, two = tmp_path / "one", tmp_path / "two"
     run_workflow(EVALUATE, "evaluating", scoring_overrides(bundle, output_dir=str(one), write_maps=True, **SCORING))
     configs = [*EVALUATE, "multi_gpu_inference.json", "multi_gpu_evaluate.json"]
-    _torchrun(
+    run_torchrun(
         tmp_path, configs, "evaluating", scoring_overrides(bundle, output_dir=str(two), write_maps=True, **SCORING)
     )
 
