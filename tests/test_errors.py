@@ -27,7 +27,8 @@ def test_user_error_found_through_monai_wrapping():
 
 
 def test_missing_checkpoint_is_the_last_line(tmp_path):
-    """Scoring real films before training: the 'train first' message closes the output, after the traceback."""
+    """Scoring with a model folder that holds no model (the shipped model stands in only when none is named): the
+    'train first' message closes the output, after the traceback."""
     command = [
         sys.executable,
         "-m",
@@ -37,6 +38,8 @@ def test_missing_checkpoint_is_the_last_line(tmp_path):
         str(REPO_ROOT / "bundles" / "diff3m" / "configs" / "inference.json"),
         "--bundle_root",
         str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "mine"),
         "--image_dir",
         str(NIH64),
         "--ehr_csv",
@@ -47,5 +50,5 @@ def test_missing_checkpoint_is_the_last_line(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr, "the traceback is kept for whoever debugs"
     last_line = result.stderr.strip().splitlines()[-1]
-    expected = f"{PREFIX}checkpoint {tmp_path}/models/diff3m_spatial_best.pt not found; train first"
+    expected = f"{PREFIX}checkpoint {tmp_path}/mine/diff3m_spatial_best.pt not found; train first"
     assert last_line.startswith(expected), last_line

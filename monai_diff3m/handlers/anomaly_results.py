@@ -169,7 +169,9 @@ class AnomalyResultWriter:
         attention = output.get("ehr_attention")
         attention = None if attention is None else attention.float().cpu().numpy()
         ehr, missing = output.get("ehr"), output.get("ehr_missing")
-        given = None if ehr is None or missing is None else self._given_slots(ehr.float().cpu().numpy(), missing)
+        given = None
+        if attention is not None and ehr is not None and missing is not None:  # the image-only model reads no EHR
+            given = self._given_slots(ehr.float().cpu().numpy(), missing)
         rows, failures = [], []
         for index, source in enumerate(output["source"]):
             record = self.records.get(str(source), {})
@@ -219,7 +221,7 @@ class AnomalyResultWriter:
     def _given_slots(self, ehr: np.ndarray, missing: Any) -> np.ndarray:
         """(N, slots) True where the film had the slot's value: present, and for a one-hot slot its own category."""
         present = np.asarray(torch.as_tensor(missing).float().cpu().numpy() < 0.5)
-        one_hot = np.array(["=" in slot for slot in self.slot_names])
+        one_hot = np.array(["=" in slot for slot in self.slot_names], dtype=bool)
         return present & (~one_hot | (ehr > 0.5))
 
     def _attention_columns(self, weights: np.ndarray, given: np.ndarray | None) -> dict[str, float | None]:

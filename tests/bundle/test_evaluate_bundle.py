@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from monai_diff3m import schema
 from monai_diff3m.checkpoints import network_from_checkpoint
 from monai_diff3m.data.phantoms import render_case
-from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer
+from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES, Diff3MAnomalyInferer
 from monai_diff3m.transforms import EncodeEHRd
 
 from tiny_bundle import EVALUATE, run_workflow, scoring_overrides
@@ -39,7 +39,7 @@ def test_evaluation_writes_metrics_curves_and_tensorboard(trained_bundle, tmp_pa
     assert len(top) == 1 and (top[0].width, top[0].height) == (3 * 32, 8 * 32)  # a film a row: input | twin | map
     scores = pd.read_csv(tmp_path / "eval" / "scores.csv")
     assert list(scores.columns[:2]) == ["image", "anomaly_score"]
-    assert (scores["anomaly_score"] == scores["p99_smoothed"]).all()
+    assert (scores["anomaly_score"] == scores[DEFAULT_SCORE]).all()
     report = (tmp_path / "eval" / "report.html").read_text()
     assert 'id="metrics"' in report and 'id="subgroups"' in report and "ROC and precision-recall curves" in report
 

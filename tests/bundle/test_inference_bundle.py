@@ -11,7 +11,7 @@ from PIL import Image
 
 from monai_diff3m import schema
 from monai_diff3m.data.phantoms import render_case
-from monai_diff3m.inferers import SCORE_NAMES
+from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES
 
 from dicom_files import write_dicom
 from tiny_bundle import run_workflow, scoring_overrides
@@ -45,7 +45,7 @@ def test_folder_with_ehr_csv_scores_every_readable_image_and_reports_the_broken_
     assert scores[list(SCORE_NAMES)].notna().all().all()
     assert list(scores[schema.AGE]) == list(source[schema.AGE])
     assert list(scores.columns[:2]) == ["image", "anomaly_score"]
-    assert (scores["anomaly_score"] == scores["p99_smoothed"]).all()
+    assert (scores["anomaly_score"] == scores[DEFAULT_SCORE]).all()
     attention = scores[[column for column in scores.columns if column.startswith("attention[")]]
     fields = ["Age", "Sex", "AP/PA", "BMI", "Systolic BP", "Diastolic BP", "Height", "Weight"]
     assert list(attention.columns) == [f"attention[{name}]" for name in fields]  # one per field, not per category

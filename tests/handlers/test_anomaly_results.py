@@ -46,7 +46,7 @@ def _batches(names=NAMES, batch_size=2):
 def films(tmp_path_factory, monkeypatch):
     """The films the records name, in the working folder: maps are written at each film's own size (8x8 here)."""
     folder = tmp_path_factory.mktemp("films")
-    for name in [*NAMES, "old.png"]:
+    for name in [*NAMES, "old.png", "first.png"]:
         Image.new("L", (8, 8), 128).save(folder / name)
     monkeypatch.chdir(folder)
 
