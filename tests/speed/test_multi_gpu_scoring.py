@@ -46,4 +46,4 @@ def test_two_processes_write_the_scores_maps_and_metrics_of_one(bundle, tmp_path
     assert pd.read_csv(two / "failures.csv").equals(pd.read_csv(one / "failures.csv"))
     assert sorted(p.name for p in two.glob("*.csv")) == ["failures.csv", "scores.csv"]
     # rank 0 alone writes TensorBoard logs
-    assert len(list((bundle / "runs").glob("eval_*/events.out.tfevents.*"))) == 2
+    assert len(list((bundle / "runs").glob("*/test/events.out.tfevents.*"))) == 2
