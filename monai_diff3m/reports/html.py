@@ -72,6 +72,13 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def _significant(value: Any, digits: int = 3) -> str:
+    """A score in ``digits`` significant figures: ``lowpass_mse`` is about 1e-5, which fixed decimals print as 0."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    return f"{float(value):.{digits}g}"
+
+
 def _interval(values: Sequence[float] | None) -> str:
     return "" if not values else f" [{_number(values[0])}, {_number(values[1])}]"
 
@@ -126,7 +133,7 @@ def _films_section(
         cells = [
             f'<td class="num">{int(str(rank)) + 1}</td>',
             f"<td>{html.escape(os.path.basename(str(record['image'])))}</td>",
-            f'<td class="num primary">{_number(record["anomaly_score"], 4)}</td>',
+            f'<td class="num primary">{_significant(record["anomaly_score"])}</td>',
         ]
         if has_percentile:
             cells.append(f'<td class="num">{_number(record["anomaly_percentile"], 1)}</td>')
