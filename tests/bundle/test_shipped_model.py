@@ -1,14 +1,17 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from monai_diff3m.checkpoints import checkpoint_metadata, network_from_checkpoint
 from monai_diff3m.export_model import CARD_FIELDS, export_model
 from monai_diff3m.inferers import DEFAULT_SCORE
 
+from dicom_files import write_dicom
 from tiny_bundle import BUNDLE, REPO_ROOT, run_workflow
 
 CARD = {
@@ -83,3 +86,23 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
     expected = torch.load(shipped, weights_only=True)["network"]
     for name, value in network.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_the_shipped_model_scores_dicom_files_with_no_training(tmp_path):
+    """The README's --dicom_dir command right after install: three NIH films as 12-bit DICOM with their tags."""
+    films = REPO_ROOT / "tests" / "data" / "nih64"
+    table = pd.read_csv(films / "labels.csv").head(3)
+    for index, row in enumerate(table.to_dict("records")):
+        pixels = np.asarray(Image.open(films / row["Path"]), dtype=np.uint16) * 16
+        write_dicom(
+            tmp_path / "dicoms" / f"film{index}.dcm",
+            pixels,
+            PatientSex=row["Sex"][0],
+            PatientAge=f"{int(row['Age']):03d}Y",
+            ViewPosition=row["AP/PA"],
+        )
+    run_workflow("inference.json", "inference", {"bundle_root": str(tmp_path), "dicom_dir": str(tmp_path / "dicoms")})
+
+    scores = pd.read_csv(tmp_path / "outputs" / "model" / "scores.csv")
+    assert len(scores) == 3 and scores["anomaly_score"].notna().all()
+    assert sorted(scores["Sex"]) == sorted(table["Sex"]) and (tmp_path / "outputs" / "model" / "report.html").is_file()
