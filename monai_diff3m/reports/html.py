@@ -66,17 +66,12 @@ def _img(png: bytes, alt: str, css: str = "film") -> str:
     return f'<img class="{css}" src="{_data_uri(png)}" alt="{html.escape(alt)}">'
 
 
-def _number(value: Any, digits: int = 3) -> str:
+def _number(value: Any, digits: int = 3, notation: str = "f") -> str:
+    """``digits`` decimals, or significant figures with ``notation="g"`` (``lowpass_mse`` is about 1e-5, which
+    fixed decimals print as 0); a dash for a missing value."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "—"
-    return f"{float(value):.{digits}f}"
-
-
-def _significant(value: Any, digits: int = 3) -> str:
-    """A score in ``digits`` significant figures: ``lowpass_mse`` is about 1e-5, which fixed decimals print as 0."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "—"
-    return f"{float(value):.{digits}g}"
+    return f"{float(value):.{digits}{notation}}"
 
 
 def _interval(values: Sequence[float] | None) -> str:
@@ -133,7 +128,7 @@ def _films_section(
         cells = [
             f'<td class="num">{int(str(rank)) + 1}</td>',
             f"<td>{html.escape(os.path.basename(str(record['image'])))}</td>",
-            f'<td class="num primary">{_significant(record["anomaly_score"])}</td>',
+            f'<td class="num primary">{_number(record["anomaly_score"], 3, "g")}</td>',
         ]
         if has_percentile:
             cells.append(f'<td class="num">{_number(record["anomaly_percentile"], 1)}</td>')
