@@ -17,6 +17,7 @@ from monai_diff3m.metrics.anomaly_metrics import (
     bootstrap_interval,
     evaluate_table,
     image_metrics,
+    paired_bootstrap_difference,
     pixel_metrics,
     subgroup_metrics,
 )
@@ -134,6 +135,34 @@ def test_bootstrap_interval_errors():
         bootstrap_interval([0, 1], [0.1, 0.2], confidence=95)
     with pytest.raises(ValueError, match="no abnormal"):
         bootstrap_interval([0, 0], [0.1, 0.2])
+
+
+def test_paired_difference_is_the_metric_difference_with_a_narrower_interval_than_either_method():
+    labels, reference = _separable_cases(300, seed=2)
+    rng = np.random.default_rng(3)
+    # a method that reads the same films as the reference plus a little more signal on the abnormal ones
+    scores = reference + 0.3 * labels + 0.05 * rng.normal(size=labels.size)
+    result = paired_bootstrap_difference(labels, scores, reference, num_samples=500)
+    expected = image_metrics(labels, scores)["auroc"] - image_metrics(labels, reference)["auroc"]
+    assert result["difference"] == pytest.approx(expected, abs=1e-12)
+    low, high = result["interval"]
+    assert 0 < low <= result["difference"] <= high
+    assert result["share_above_zero"] == 1.0
+    reference_low, reference_high = bootstrap_interval(labels, reference, num_samples=500)
+    assert high - low < (reference_high - reference_low) / 2
+
+
+def test_paired_difference_of_a_method_with_itself_is_exactly_zero_and_patients_resample_whole():
+    labels, scores = _separable_cases(120, seed=4)
+    same = paired_bootstrap_difference(labels, scores, scores.copy(), num_samples=200)
+    assert same == {"difference": 0.0, "interval": [0.0, 0.0], "share_above_zero": 0.0}
+    patients = np.repeat(np.arange(60), 2)
+    by_patient = paired_bootstrap_difference(labels, scores, scores[::-1].copy(), num_samples=200, clusters=patients)
+    by_image = paired_bootstrap_difference(labels, scores, scores[::-1].copy(), num_samples=200)
+    assert by_patient["difference"] == by_image["difference"]
+    assert by_patient["interval"] != by_image["interval"]
+    with pytest.raises(ValueError, match="reference scores: 3 scores for 120 labels"):
+        paired_bootstrap_difference(labels, scores, [0.1, 0.2, 0.3])
 
 
 def _table() -> pd.DataFrame:
