@@ -43,6 +43,7 @@ from monai_diff3m.metrics.anomaly_metrics import (
     below_chance_warnings,
     evaluate_table,
     image_metrics,
+    paired_bootstrap_difference,
     present_subgroups,
 )
 from monai_diff3m.metrics.ehr_baselines import DemographicsClassifier, EHRNormalisedScore
@@ -50,13 +51,15 @@ from monai_diff3m.packaged_bundle import config_files
 
 logger = logging.getLogger(__name__)
 
+#: The baseline every EHR method is compared with, paired, on the same test films.
+IMAGE_ONLY = "Image-only diffusion"
 #: Methods of the comparison: display name -> bundle overrides (the ablation axes of the method's evaluation).
 METHODS: dict[str, dict[str, Any]] = {
     "Diff3M (EHR, pooled IECA)": {"ieca_mode": "pooled"},
     "Diff3M (EHR, spatial IECA)": {"ieca_mode": "spatial"},
-    "Image-only diffusion": {"ieca_mode": "none"},
+    IMAGE_ONLY: {"ieca_mode": "none"},
 }
-DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", "Image-only diffusion")
+DEFAULT_METHODS = ("Diff3M (EHR, spatial IECA)", IMAGE_ONLY)
 EHR_ONLY = "EHR only (logistic regression, no image)"
 EHR_ONLY_SCORE = "ehr_logistic"
 NORMALISED_SUFFIX = "_ehr_normalised"
@@ -65,7 +68,7 @@ FINDING_COLUMNS = ("Finding", schema.LESION)
 
 
 @dataclass
-class Dataset:
+class SplitDataset:
     """One patient-level split and the bundle overrides that train and score on it."""
 
     name: str
@@ -76,7 +79,7 @@ class Dataset:
     overlays: tuple[str, ...] = ()
 
 
-def phantom_dataset(bundle_root: str) -> Dataset:
+def phantom_dataset(bundle_root: str) -> SplitDataset:
     """The bundle's default phantoms; ``train.json`` generates them on first use at ``<bundle_root>/data/phantoms``.
 
     The bundle's defaults are chosen on real films; ``phantom_demo.json`` restores the settings measured on the
@@ -85,12 +88,12 @@ def phantom_dataset(bundle_root: str) -> Dataset:
     """
     folder = Path(bundle_root) / "data" / "phantoms"
     csvs = {split: str(folder / f"{split}.csv") for split in ("train", "valid", "test")}
-    return Dataset("phantoms", csvs, overlays=("phantom_demo.json",))
+    return SplitDataset("phantoms", csvs, overlays=("phantom_demo.json",))
 
 
 def csv_dataset(
     csv_path: str, image_root: str | None, bundle_root: str, split_seed: int, image_size: int | None
-) -> Dataset:
+) -> SplitDataset:
     """A patient-level split of ``csv_path`` written under ``<bundle_root>/data/<name>_split<seed>``.
 
     The EHR groups follow the CSV: demographics always, the MIMIC measurements when it has all their columns.
@@ -108,10 +111,12 @@ def csv_dataset(
     }
     if image_size is not None:
         train["image_size"] = image_size
-    return Dataset(name, {split: str(path) for split, path in csvs.items()}, train, {"image_root": root})
+    return SplitDataset(name, {split: str(path) for split, path in csvs.items()}, train, {"image_root": root})
 
 
-def run_method(overrides: Mapping[str, Any], dataset: Dataset, seed: int, common: Mapping[str, Any]) -> dict[str, Any]:
+def run_method(
+    overrides: Mapping[str, Any], dataset: SplitDataset, seed: int, common: Mapping[str, Any]
+) -> dict[str, Any]:
     """Train one method, choose its image score on validation, and evaluate the test split.
 
     Returns the test ``metrics.json`` plus ``selected_score``, the validation AUROCs it was chosen from, timings,
@@ -261,6 +266,34 @@ def _feature_names(classifier: DemographicsClassifier) -> list[str]:
     return names
 
 
+def paired_difference_to_image_only(
+    rows: Mapping[str, Mapping[str, Any]], name: str, num_bootstrap: int, seed: int
+) -> dict[str, Any]:
+    """Test AUROC of method ``name`` minus the image-only model's, each with its validated score, on the same films.
+
+    The question an EHR model must answer is whether it reads more than its image-only twin. Both are scored on one
+    test split, so a paired bootstrap (same patients in every resample) tells that apart where two overlapping
+    unpaired intervals cannot.
+    """
+    method, baseline = rows[name], rows[IMAGE_ONLY]
+    table = pd.read_csv(method["score_tables"]["test"])
+    reference = pd.read_csv(baseline["score_tables"]["test"])[["image", baseline["selected_score"]]]
+    joined = table.merge(reference.rename(columns={baseline["selected_score"]: "reference"}), on="image")
+    if not len(joined) == len(table) == len(reference):
+        raise ValueError(f"{name} and {IMAGE_ONLY} scored different test films ({len(table)} and {len(reference)})")
+    patients = joined.get(schema.PATIENT_ID)
+    clusters = None if patients is None or patients.isna().any() else patients.to_numpy()
+    difference = paired_bootstrap_difference(
+        abnormal_labels(joined),
+        joined[method["selected_score"]].to_numpy(),
+        joined["reference"].to_numpy(),
+        num_samples=num_bootstrap,
+        seed=seed,
+        clusters=clusters,
+    )
+    return {"scores": [method["selected_score"], baseline["selected_score"]], **difference}
+
+
 def seed_spread(aurocs: Sequence[float]) -> str:
     """``mean ± SD (min-max)`` of test AUROCs over seeds, or the one value."""
     if len(aurocs) == 1:
@@ -302,7 +335,11 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]], score: str | None
 
 
 def compare(
-    dataset: Dataset, methods: Sequence[str], seeds: Sequence[int], common: Mapping[str, Any], num_bootstrap: int = 1000
+    dataset: SplitDataset,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    common: Mapping[str, Any],
+    num_bootstrap: int = 1000,
 ) -> dict[str, dict[str, Any]]:
     """Every method and EHR row for every seed; each row holds the first seed's full metrics and ``seed_auroc``."""
     results: dict[str, dict[str, Any]] = {}
@@ -329,11 +366,16 @@ def compare(
             rows[name]["findings"] = finding_metrics(
                 tables["test"], dataset.csvs["test"], image_root, rows[name]["selected_score"]
             )
+        for name in methods:
+            if name != IMAGE_ONLY and IMAGE_ONLY in methods:
+                rows[name]["paired_vs_image_only"] = paired_difference_to_image_only(rows, name, num_bootstrap, seed)
         for name, metrics in rows.items():
             auroc = metrics["scores"][metrics["selected_score"]]["auroc"]
             if name not in results:
-                results[name] = {**metrics, "seed_auroc": []}
+                results[name] = {**metrics, "seed_auroc": [], "seed_paired_vs_image_only": []}
             results[name]["seed_auroc"].append(auroc)
+            if "paired_vs_image_only" in metrics:
+                results[name]["seed_paired_vs_image_only"].append(metrics["paired_vs_image_only"])
     return results
 
 
@@ -382,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
                 for finding, values in metrics["findings"].items()
             )
             print(f"{name}, AUROC per finding against all normal test films: {findings}")
+        for seed, paired in zip(args.seeds, metrics.get("seed_paired_vs_image_only", [])):
+            low, high = paired["interval"]
+            print(
+                f"{name} minus {IMAGE_ONLY}, test AUROC, paired bootstrap, seed {seed}: "
+                f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            )
         for warning in metrics.get("warnings", []):
             print(f"WARNING {name}: {warning}")
     print(f"\nfull results (every score, subgroups, findings, timings): {output}")

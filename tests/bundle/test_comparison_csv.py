@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from monai_diff3m import schema
 from monai_diff3m.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
@@ -46,6 +47,13 @@ def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path
     one_film = diff3m["one_film_per_patient"]
     assert one_film["n"] == splits["test"]["Patient ID"].nunique() and 0.0 <= one_film["auroc"] <= 1.0
     assert results[EHR_ONLY]["one_film_per_patient"]["n"] == one_film["n"]
+    (paired,) = diff3m["seed_paired_vs_image_only"]
+    baseline = results["Image-only diffusion"]
+    assert paired["difference"] == pytest.approx(
+        diff3m["seed_auroc"][0] - baseline["scores"][paired["scores"][1]]["auroc"], abs=1e-9
+    )
+    assert paired["scores"] == [diff3m["selected_score"], baseline["selected_score"]]
+    assert not baseline["seed_paired_vs_image_only"]
     assert 0.0 <= results[EHR_ONLY]["scores"][EHR_ONLY_SCORE]["auroc"] <= 1.0
     assert {"male", "Age", "AP", "BMI missing"} <= set(results[EHR_ONLY]["coefficients"])
     table_text = comparison_table(results)
