@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-film defaults study of bundles/diff3m/docs/README.md ("Real films"): every candidate configuration trained
+# The real-film defaults study of docs/results.md ("Real films", 0.3.0): every candidate configuration trained
 # with three seeds on the patient-level split of the NIH 64x64 development films, scored on the validation split only.
 #   bash benchmarks/real_film_grid.sh [WORK_DIR] [WORKERS]
 # DATA (default ../shared/data/nih_cxr14_dev64) and PYTHON (default python) may be set in the environment.
