@@ -19,7 +19,14 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m import schema
-from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table, shown
+from preprocessing.common import (
+    InputTableError,
+    canonical_values,
+    exit_on_input_error,
+    progress,
+    read_table,
+    shown,
+)
 from preprocessing.labels import LABEL_COLUMNS, UNCERTAIN_POLICIES, normal_label
 from preprocessing.splits import SPLIT, patient_split, split_frames, write_splits
 from preprocessing.summary import format_summary, save_summary, summarise
@@ -35,7 +42,12 @@ _PATH_PATTERN = r"^(?:[^/]+/)?([^/]+/(patient\d+)/[^/]+/[^/]+)$"
 
 
 def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> pd.DataFrame:
-    """Read one official table, derive patient and label, and re-root paths at ``root_name``."""
+    """Read one official table, derive patient and label, and re-root paths at ``root_name``.
+
+    Sex, view and ``Frontal/Lateral`` are read as the bundle reads them (``M``, `` female ``, ``frontal``,
+    ``AP Supine``) and written in its spelling. A sex or ``Frontal/Lateral`` value that the bundle refuses stops the
+    run naming the line; a view that is not AP/PA (``LL``, ``RL``, an unknown code) is left for the filter to count.
+    """
     table = read_table(path, _INPUT_COLUMNS, dtype={schema.PATH: str})
     parts = table[schema.PATH].str.extract(_PATH_PATTERN)
     unmatched = parts[1].isna()
@@ -54,10 +66,12 @@ def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> p
         {
             schema.PATH: root_name + "/" + parts[0],
             schema.PATIENT_ID: parts[1],
-            schema.SEX: table[schema.SEX],
+            schema.SEX: canonical_values(table[schema.SEX], schema.canonical_sex, path, schema.SEX),
             schema.AGE: ages,
-            schema.FRONTAL_LATERAL: table[schema.FRONTAL_LATERAL],
-            schema.VIEW: table[schema.VIEW],
+            schema.FRONTAL_LATERAL: canonical_values(
+                table[schema.FRONTAL_LATERAL], schema.canonical_frontal_lateral, path, schema.FRONTAL_LATERAL
+            ),
+            schema.VIEW: canonical_values(table[schema.VIEW], schema.canonical_view, path, schema.VIEW, refuse=False),
             schema.NO_FINDING: normal_label(table, uncertain_policy, path),
         }
     )

@@ -9,9 +9,10 @@ a ``KeyError`` or a silently wrong join.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ __all__ = [
     "integer_ids",
     "shown",
     "day_numbers",
+    "canonical_values",
     "exit_on_input_error",
 ]
 
@@ -155,6 +157,34 @@ def day_numbers(values: pd.Series, date_format: str, path: Path, column: str) ->
             f"line {_line(values, position)} has {shown(values.iloc[position])}"
         )
     return parsed.to_numpy().astype("datetime64[D]").astype(np.int32)
+
+
+def canonical_values(
+    values: pd.Series, canonical: Callable[[Any], str | None], path: Path, column: str, refuse: bool = True
+) -> pd.Series:
+    """``values`` in the bundle's spelling, through the bundle's own reader of the field (a ``schema.canonical_*``
+    function, called once per distinct value), so that the pipelines keep exactly the spellings the bundle reads.
+
+    Args:
+        values: the column as ``read_csv`` parsed it, with its row index (used for the line number).
+        canonical: e.g. :func:`monai_diff3m.schema.canonical_sex`; returns None for a missing value.
+        path: file the column came from (for the message).
+        column: column name (for the message).
+        refuse: raise on a value ``canonical`` refuses; with False it becomes None (a filter then drops and counts it).
+
+    Raises:
+        InputTableError: naming the file, the column, the first line with a refused value and ``canonical``'s reason.
+    """
+    spellings: dict[Any, str | None] = {}
+    for value in pd.unique(values):
+        try:
+            spellings[value] = canonical(value)
+        except ValueError as error:
+            if refuse:
+                position = int(np.flatnonzero((values == value).to_numpy())[0])
+                raise InputTableError(f"{path}: column {column!r}, line {_line(values, position)}: {error}") from error
+            spellings[value] = None
+    return values.map(spellings)
 
 
 @contextmanager

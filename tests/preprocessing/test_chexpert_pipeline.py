@@ -178,3 +178,35 @@ def test_command_line(chexpert_root, tmp_path, capsys):
     ]
     with pytest.raises(SystemExit, match="error: .*train.csv"):
         chexpert.main(["--chexpert-root", str(tmp_path / "missing"), "--output", str(tmp_path / "out")])
+
+
+def test_every_spelling_the_bundle_reads_is_kept_and_normalised(chexpert_root):
+    """Sex ``M``/``F``/``male``/`` female ``, ``frontal`` and ``ap``/``PA Erect``, which the bundle reads
+    (``schema.canonical_sex``/``canonical_view``/``canonical_frontal_lateral``), were dropped as "sex_unknown",
+    "lateral" or "view_not_ap_pa"; they are kept and written in the bundle's spelling."""
+    reference, counts = chexpert.read_chexpert(chexpert_root)
+    for name in chexpert.OFFICIAL_TABLES:
+        raw = pd.read_csv(chexpert_root / name)
+        raw["Sex"] = raw["Sex"].map({"Male": "M", "Female": "female ", "Unknown": "Unknown"})
+        raw.loc[raw.index % 3 == 0, "Sex"] = raw["Sex"].str.upper().str.strip()
+        raw["Frontal/Lateral"] = raw["Frontal/Lateral"].str.lower()
+        raw["AP/PA"] = raw["AP/PA"].map({"AP": "ap", "PA": "PA Erect", "LL": "LL"})
+        raw.to_csv(chexpert_root / name, index=False)
+
+    frame, respelled_counts = chexpert.read_chexpert(chexpert_root)
+
+    assert respelled_counts == counts
+    pd.testing.assert_frame_equal(frame, reference)
+
+
+def test_a_sex_or_frontal_lateral_value_the_bundle_refuses_names_file_line_and_value(chexpert_root, tmp_path):
+    raw = pd.read_csv(chexpert_root / "valid.csv")
+    raw.loc[4, "Sex"] = "Mlae"
+    raw.to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(InputTableError, match=r"valid\.csv: column 'Sex', line 6: Sex 'Mlae' is not a sex"):
+        chexpert.prepare_chexpert(chexpert_root, tmp_path / "out")
+    raw.loc[4, "Sex"] = "Male"
+    raw.loc[7, "Frontal/Lateral"] = "Oblique"
+    raw.to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(InputTableError, match=r"valid\.csv: column 'Frontal/Lateral', line 9: .*'Oblique' is neither"):
+        chexpert.prepare_chexpert(chexpert_root, tmp_path / "out")
