@@ -28,6 +28,7 @@ __all__ = [
     "integer_ids",
     "shown",
     "day_numbers",
+    "line_number",
     "canonical_values",
     "exit_on_input_error",
 ]
@@ -110,7 +111,7 @@ def shown(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _line(values: pd.Series, position: int) -> int:
+def line_number(values: pd.Series, position: int) -> int:
     """Line number in the file of ``values``' row at ``position``: ``read_csv`` numbers rows from 0 (also across
     chunks) and the header is line 1."""
     return int(values.index[position]) + _HEADER_LINES
@@ -131,7 +132,7 @@ def integer_ids(values: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         position = int(np.flatnonzero(bad)[0])
         raise InputTableError(
-            f"{path}: column {column!r} must hold integer IDs; line {_line(values, position)} "
+            f"{path}: column {column!r} must hold integer IDs; line {line_number(values, position)} "
             f"has {shown(values.iloc[position])}"
         )
     return numbers.astype(np.int64)
@@ -154,7 +155,7 @@ def day_numbers(values: pd.Series, date_format: str, path: Path, column: str) ->
         position = int(np.flatnonzero(bad)[0])
         raise InputTableError(
             f"{path}: column {column!r} must hold dates in the format {date_format!r}; "
-            f"line {_line(values, position)} has {shown(values.iloc[position])}"
+            f"line {line_number(values, position)} has {shown(values.iloc[position])}"
         )
     return parsed.to_numpy().astype("datetime64[D]").astype(np.int32)
 
@@ -182,7 +183,9 @@ def canonical_values(
         except ValueError as error:
             if refuse:
                 position = int(np.flatnonzero((values == value).to_numpy())[0])
-                raise InputTableError(f"{path}: column {column!r}, line {_line(values, position)}: {error}") from error
+                raise InputTableError(
+                    f"{path}: column {column!r}, line {line_number(values, position)}: {error}"
+                ) from error
             spellings[value] = None
     return values.map(spellings)
 
