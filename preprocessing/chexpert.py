@@ -23,6 +23,8 @@ from preprocessing.common import (
     InputTableError,
     canonical_values,
     exit_on_input_error,
+    line_number,
+    one_row_per_key,
     progress,
     read_table,
     shown,
@@ -39,6 +41,8 @@ _INPUT_COLUMNS = (schema.PATH, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, s
 #: ``[<dataset folder>/]<train|valid>/<patientNNNNN>/<study>/<view>.jpg`` (the folder prefix is absent in some
 #: redistributions): group 1 is the path below the dataset folder, group 2 the patient.
 _PATH_PATTERN = r"^(?:[^/]+/)?([^/]+/(patient\d+)/[^/]+/[^/]+)$"
+#: Private column: the file and line each row was read from, for the messages about repeated images.
+_ORIGIN = "_origin"
 
 
 def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> pd.DataFrame:
@@ -73,12 +77,16 @@ def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> p
             ),
             schema.VIEW: canonical_values(table[schema.VIEW], schema.canonical_view, path, schema.VIEW, refuse=False),
             schema.NO_FINDING: normal_label(table, uncertain_policy, path),
+            _ORIGIN: [f"{path.name} line {line_number(table[schema.PATH], row)}" for row in range(len(table))],
         }
     )
 
 
 def read_chexpert(chexpert_root: Path, uncertain_policy: str = "abnormal") -> tuple[pd.DataFrame, dict[str, int]]:
     """Pool the official tables and keep frontal AP/PA images of known sex with a label under the policy.
+
+    An image listed twice is kept once when both rows are identical (counted as ``dropped_repeated_rows``, logged)
+    and stops the run naming both rows when they differ.
 
     Returns:
         the kept rows (schema columns) and the number of rows each filter removed.
@@ -88,13 +96,16 @@ def read_chexpert(chexpert_root: Path, uncertain_policy: str = "abnormal") -> tu
         [_read_official_table(root / name, root.name, uncertain_policy) for name in OFFICIAL_TABLES],
         ignore_index=True,
     )
+    rows_read = len(frame)
+    origins = frame.pop(_ORIGIN)
+    frame = one_row_per_key(frame, schema.PATH, origins, f"{root}/{{{','.join(OFFICIAL_TABLES)}}}", "chexpert")
     filters = {
         "lateral": frame[schema.FRONTAL_LATERAL] != schema.FRONTAL,
         "view_not_ap_pa": ~frame[schema.VIEW].isin(schema.VIEW_VALUES),
         "sex_unknown": ~frame[schema.SEX].isin(schema.SEX_VALUES),
         "uncertain_excluded": frame[schema.NO_FINDING].isna(),
     }
-    counts: dict[str, int] = {"rows_read": len(frame)}
+    counts: dict[str, int] = {"rows_read": rows_read, "dropped_repeated_rows": rows_read - len(frame)}
     keep = pd.Series(True, index=frame.index)
     for name, drop in filters.items():
         counts[f"dropped_{name}"] = int((keep & drop).sum())

@@ -30,6 +30,7 @@ __all__ = [
     "day_numbers",
     "line_number",
     "canonical_values",
+    "one_row_per_key",
     "exit_on_input_error",
 ]
 
@@ -188,6 +189,40 @@ def canonical_values(
                 ) from error
             spellings[value] = None
     return values.map(spellings)
+
+
+def one_row_per_key(table: pd.DataFrame, key: str, origins: pd.Series, source: str, log_prefix: str) -> pd.DataFrame:
+    """``table`` with one row per ``key``: a row that repeats an earlier row exactly is dropped and counted in the
+    log; two different rows with one key would double an image or give it two EHRs, so they stop the run.
+
+    Args:
+        table: the rows (every column is compared).
+        key: the column that must be unique.
+        origins: where each row of ``table`` came from (``"train.csv line 7"``), on the same index.
+        source: what the rows were read from, first in the message of the error and of the log line.
+        log_prefix: start of the log line (``"step3"``).
+
+    Raises:
+        InputTableError: naming the key, both rows' origins and their values.
+    """
+    repeated = table.duplicated(keep="first")
+    if repeated.any():
+        later = table.index[repeated][0]
+        earlier = table.index[(table[key] == table.at[later, key]).to_numpy()][0]
+        count = int(repeated.sum())
+        progress(
+            f"{log_prefix}: {source}: {count:,} row{'s' if count > 1 else ''} repeat{'' if count > 1 else 's'} an "
+            f"earlier row exactly (e.g. {key} {shown(table.at[later, key])}: {origins.loc[earlier]} and "
+            f"{origins.loc[later]}): kept once"
+        )
+        table = table[~repeated]
+    conflicting = table[key].duplicated(keep=False)
+    if conflicting.any():
+        value = table.loc[conflicting, key].iloc[0]
+        both = table[(table[key] == value).to_numpy()].iloc[:2]
+        rows = " and ".join(f"{origins.loc[index]} ({both.loc[index].to_dict()})" for index in both.index)
+        raise InputTableError(f"{source}: {key} {shown(value)} is on two rows that differ, {rows}; give it one row")
+    return table
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from preprocessing.common import (
     day_numbers,
     exit_on_input_error,
     line_number,
+    one_row_per_key,
     progress,
     read_table,
     shown,
@@ -86,29 +87,8 @@ def _read_labels(path: Path, uncertain_policy: str) -> pd.DataFrame:
 
 
 def _one_row_per_key(table: pd.DataFrame, key: str, path: Path) -> pd.DataFrame:
-    """``table`` without rows that repeat an earlier row exactly (logged with a count); a key on two different rows
-    raises :class:`InputTableError` naming both lines and their values."""
-    repeated = table.duplicated(keep="first")
-    if repeated.any():
-        position = int(np.flatnonzero(repeated.to_numpy())[0])
-        value = table[key].iloc[position]
-        earlier = int(np.flatnonzero((table[key] == value).to_numpy())[0])
-        count = int(repeated.sum())
-        progress(
-            f"step3: {path.name}: {count:,} row{'s' if count > 1 else ''} repeat{'' if count > 1 else 's'} an "
-            f"earlier row exactly (e.g. {key} {shown(value)} on lines {line_number(table[key], earlier)} and "
-            f"{line_number(table[key], position)}): kept once"
-        )
-        table = table[~repeated]
-    conflicting = table[key].duplicated(keep=False)
-    if conflicting.any():
-        both = table[conflicting & (table[key] == table.loc[conflicting, key].iloc[0])].iloc[:2]
-        lines = [f"line {line_number(both[key], index)} ({both.iloc[index].to_dict()})" for index in range(len(both))]
-        raise InputTableError(
-            f"{path}: column {key!r} must name each {key.removesuffix('_id')} once; {shown(both[key].iloc[0])} is on "
-            f"{' and '.join(lines)}"
-        )
-    return table
+    origins = pd.Series([f"line {line_number(table[key], position)}" for position in range(len(table))], table.index)
+    return one_row_per_key(table, key, origins, str(path), "step3")
 
 
 def _read_split(path: Path) -> pd.DataFrame:

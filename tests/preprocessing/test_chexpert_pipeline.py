@@ -210,3 +210,30 @@ def test_a_sex_or_frontal_lateral_value_the_bundle_refuses_names_file_line_and_v
     raw.to_csv(chexpert_root / "valid.csv", index=False)
     with pytest.raises(InputTableError, match=r"valid\.csv: column 'Frontal/Lateral', line 9: .*'Oblique' is neither"):
         chexpert.prepare_chexpert(chexpert_root, tmp_path / "out")
+
+
+def test_an_image_listed_twice_is_kept_once_when_identical_and_a_named_error_when_not(chexpert_root, capsys):
+    """A row repeated in the pooled tables was written twice (and training then refused the CSV)."""
+    reference, counts = chexpert.read_chexpert(chexpert_root)
+    train, valid = (pd.read_csv(chexpert_root / name) for name in chexpert.OFFICIAL_TABLES)
+    first = int(train.index[train["Frontal/Lateral"] == "Frontal"][0])
+    path = train.at[first, "Path"]
+
+    pd.concat([valid, train.loc[[first]]]).to_csv(chexpert_root / "valid.csv", index=False)
+    capsys.readouterr()
+    frame, repeated_counts = chexpert.read_chexpert(chexpert_root)
+
+    pd.testing.assert_frame_equal(frame, reference)
+    assert repeated_counts == {**counts, "rows_read": counts["rows_read"] + 1, "dropped_repeated_rows": 1}
+    assert (
+        f"1 row repeats an earlier row exactly (e.g. Path {path!r}: train.csv line {first + 2} and valid.csv line "
+        f"{len(valid) + 2}): kept once" in capsys.readouterr().err
+    )
+    changed = train.loc[[first]].assign(Age=train.at[first, "Age"] + 1)
+    pd.concat([valid, changed]).to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(
+        InputTableError,
+        match=rf"Path '{path}' is on two rows that differ, train\.csv line {first + 2} \(.*\) and valid\.csv line "
+        rf"{len(valid) + 2} \(.*\); give it one row",
+    ):
+        chexpert.read_chexpert(chexpert_root)

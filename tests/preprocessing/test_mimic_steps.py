@@ -266,7 +266,7 @@ def test_a_key_listed_twice_is_kept_once_when_identical_and_a_named_error_when_n
     step3_join.run(mimic_cxr, mimic_iv, work)
     log = capsys.readouterr().err
     pd.testing.assert_frame_equal(_read(joined), reference)
-    assert f"{table}: 1 row repeats an earlier row exactly (e.g. {key} {used!r} on lines {first + 2} and " in log
+    assert f"{table}: 1 row repeats an earlier row exactly (e.g. {key} {used!r}: line {first + 2} and line " in log
     assert "dropped -" not in log
 
     changed = rows.loc[[first]].copy()
@@ -277,8 +277,8 @@ def test_a_key_listed_twice_is_kept_once_when_identical_and_a_named_error_when_n
     pd.concat([rows, changed]).to_csv(path, index=False)
     with pytest.raises(
         InputTableError,
-        match=rf"{table}: column '{key}' must name each .* once; {used!r} is on line {first + 2} \(.*\) and "
-        rf"line {len(rows) + 2} \(.*\)",
+        match=rf"{table}: {key} {used!r} is on two rows that differ, line {first + 2} \(.*\) and "
+        rf"line {len(rows) + 2} \(.*\); give it one row",
     ):
         step3_join.run(mimic_cxr, mimic_iv, work)
     assert _read(joined).equals(reference), "the previous output is kept"
