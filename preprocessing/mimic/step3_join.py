@@ -5,7 +5,9 @@ Joins ``mimic-cxr-2.0.0-metadata`` (images) with ``-chexpert`` (labels, keyed on
 ``image_ehr.csv``. Images without a label, a split entry or a patient row are dropped and counted. Every join is
 one image to at most one row: a key that ``-split`` or ``patients`` lists twice is kept once when the rows are
 identical (counted in the log) and stops the run naming both lines when they differ (two ages or two splits for
-one image have no right answer). ``gender`` is read as the bundle reads sex (``schema.canonical_sex``).
+one image have no right answer). ``gender`` and ``ViewPosition`` are read as the bundle reads sex and view
+(``schema.canonical_sex``, ``schema.canonical_view``: ``pa`` and ``AP SUPINE`` are frontal, ``LL`` and ``AP LLD``
+are not).
 
 Age: ``age="study"`` (default) is the age at the study, ``anchor_age + (study year - anchor_year)``; MIMIC shifts
 all dates of a patient by the same offset, so the difference of shifted years is the true one. ``age="anchor"``
@@ -69,7 +71,10 @@ def _read_frontal_images(path: Path) -> pd.DataFrame:
     )
     days = day_numbers(images[layout.STUDY_DATE], layout.STUDY_DATE_FORMAT, path, layout.STUDY_DATE)
     images[_STUDY_YEAR] = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
-    frontal = images[images[layout.VIEW_POSITION].isin(schema.VIEW_VALUES)]
+    images[layout.VIEW_POSITION] = canonical_values(
+        images[layout.VIEW_POSITION], schema.canonical_view, path, layout.VIEW_POSITION, refuse=False
+    )
+    frontal = images[images[layout.VIEW_POSITION].notna()]
     progress(f"step3: {len(frontal):,} of {len(images):,} images are frontal AP/PA ({path.name})")
     return frontal
 
@@ -150,6 +155,12 @@ def run(
     count, patients_path = len(joined), layout.mimic_iv_table(mimic_iv, layout.PATIENTS)
     joined = joined.merge(_read_patients(patients_path), on=layout.SUBJECT_ID, validate="many_to_one")
     _count_dropped(count, joined, f"whose subject is not in {patients_path.name}")
+    if joined.empty:
+        raise InputTableError(
+            f"no frontal AP/PA image of {layout.mimic_cxr_table(mimic_cxr, layout.METADATA)} is left after joining "
+            f"{labels_path.name}, {split_path.name} and {patients_path}: the tables describe different images or "
+            "subjects (see the counts above)"
+        )
 
     ehr_path = work_dir / layout.IMAGE_EHR
     if not ehr_path.is_file():

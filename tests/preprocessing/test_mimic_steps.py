@@ -282,3 +282,41 @@ def test_a_key_listed_twice_is_kept_once_when_identical_and_a_named_error_when_n
     ):
         step3_join.run(mimic_cxr, mimic_iv, work)
     assert _read(joined).equals(reference), "the previous output is kept"
+
+
+def test_views_and_genders_in_any_spelling_the_bundle_reads_give_the_same_rows(dataset, tmp_path):
+    """``pa``, ``AP PORTABLE`` and gender ``f`` were dropped as not frontal or refused; the bundle reads them."""
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    joined = step3_join.run(mimic_cxr, mimic_iv, work)
+    reference = _read(joined)
+    metadata_path = mimic_cxr / f"{layout.METADATA}.csv.gz"
+    metadata = pd.read_csv(metadata_path, dtype={"dicom_id": str})
+    metadata["ViewPosition"] = metadata["ViewPosition"].replace({"PA": "pa", "AP": "AP PORTABLE"})
+    metadata.to_csv(metadata_path, index=False)
+    patients_path = mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz"
+    patients = pd.read_csv(patients_path)
+    patients["gender"] = patients["gender"].str.lower()
+    patients.to_csv(patients_path, index=False)
+
+    step3_join.run(mimic_cxr, mimic_iv, work)
+
+    pd.testing.assert_frame_equal(_read(joined), reference)
+
+
+def test_a_join_that_leaves_no_image_is_a_named_error_not_an_empty_table(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    patients_path = mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz"
+    patients = pd.read_csv(patients_path)
+    patients.assign(subject_id=patients["subject_id"] + 1).to_csv(patients_path, index=False)
+
+    with pytest.raises(
+        InputTableError, match=r"no frontal AP/PA image of .*metadata.* is left after joining .*patients"
+    ):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+    assert not (work / layout.JOINED).exists()
