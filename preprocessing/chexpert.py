@@ -135,6 +135,14 @@ def prepare_chexpert(
         the summary that was printed and saved.
     """
     frame, counts = read_chexpert(chexpert_root, uncertain_policy)
+    if frame.empty:
+        dropped = ", ".join(
+            f"{name.removeprefix('dropped_')} {n}" for name, n in counts.items() if n and name != "rows_read"
+        )
+        raise InputTableError(
+            f"{chexpert_root}: no frontal AP/PA image of known sex is left of {counts['rows_read']} rows "
+            f"(dropped: {dropped})"
+        )
     progress(f"chexpert: {len(frame)} frontal AP/PA images of {frame[schema.PATIENT_ID].nunique()} patients kept")
     frame[SPLIT] = patient_split(frame[schema.PATIENT_ID], valid_fraction, test_fraction, seed)
     parts = split_frames(frame)

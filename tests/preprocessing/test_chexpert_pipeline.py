@@ -237,3 +237,14 @@ def test_an_image_listed_twice_is_kept_once_when_identical_and_a_named_error_whe
         rf"{len(valid) + 2} \(.*\); give it one row",
     ):
         chexpert.read_chexpert(chexpert_root)
+
+
+def test_tables_that_leave_no_image_name_what_dropped_them(chexpert_root, tmp_path):
+    for name in chexpert.OFFICIAL_TABLES:
+        pd.read_csv(chexpert_root / name).assign(Sex="Unknown").to_csv(chexpert_root / name, index=False)
+    with pytest.raises(
+        SystemExit,
+        match=r"error: .*: no frontal AP/PA image of known sex is left of \d+ rows \(dropped: .*sex_unknown \d+",
+    ):
+        chexpert.main(["--chexpert-root", str(chexpert_root), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
