@@ -19,7 +19,16 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m import schema
-from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table, shown
+from preprocessing.common import (
+    InputTableError,
+    canonical_values,
+    exit_on_input_error,
+    line_number,
+    one_row_per_key,
+    progress,
+    read_table,
+    shown,
+)
 from preprocessing.labels import LABEL_COLUMNS, UNCERTAIN_POLICIES, normal_label
 from preprocessing.splits import SPLIT, patient_split, split_frames, write_splits
 from preprocessing.summary import format_summary, save_summary, summarise
@@ -32,10 +41,17 @@ _INPUT_COLUMNS = (schema.PATH, schema.SEX, schema.AGE, schema.FRONTAL_LATERAL, s
 #: ``[<dataset folder>/]<train|valid>/<patientNNNNN>/<study>/<view>.jpg`` (the folder prefix is absent in some
 #: redistributions): group 1 is the path below the dataset folder, group 2 the patient.
 _PATH_PATTERN = r"^(?:[^/]+/)?([^/]+/(patient\d+)/[^/]+/[^/]+)$"
+#: Private column: the file and line each row was read from, for the messages about repeated images.
+_ORIGIN = "_origin"
 
 
 def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> pd.DataFrame:
-    """Read one official table, derive patient and label, and re-root paths at ``root_name``."""
+    """Read one official table, derive patient and label, and re-root paths at ``root_name``.
+
+    Sex, view and ``Frontal/Lateral`` are read as the bundle reads them (``M``, `` female ``, ``frontal``,
+    ``AP Supine``) and written in its spelling. A sex or ``Frontal/Lateral`` value that the bundle refuses stops the
+    run naming the line; a view that is not AP/PA (``LL``, ``RL``, an unknown code) is left for the filter to count.
+    """
     table = read_table(path, _INPUT_COLUMNS, dtype={schema.PATH: str})
     parts = table[schema.PATH].str.extract(_PATH_PATTERN)
     unmatched = parts[1].isna()
@@ -54,17 +70,23 @@ def _read_official_table(path: Path, root_name: str, uncertain_policy: str) -> p
         {
             schema.PATH: root_name + "/" + parts[0],
             schema.PATIENT_ID: parts[1],
-            schema.SEX: table[schema.SEX],
+            schema.SEX: canonical_values(table[schema.SEX], schema.canonical_sex, path, schema.SEX),
             schema.AGE: ages,
-            schema.FRONTAL_LATERAL: table[schema.FRONTAL_LATERAL],
-            schema.VIEW: table[schema.VIEW],
+            schema.FRONTAL_LATERAL: canonical_values(
+                table[schema.FRONTAL_LATERAL], schema.canonical_frontal_lateral, path, schema.FRONTAL_LATERAL
+            ),
+            schema.VIEW: canonical_values(table[schema.VIEW], schema.canonical_view, path, schema.VIEW, refuse=False),
             schema.NO_FINDING: normal_label(table, uncertain_policy, path),
+            _ORIGIN: [f"{path.name} line {line_number(table[schema.PATH], row)}" for row in range(len(table))],
         }
     )
 
 
 def read_chexpert(chexpert_root: Path, uncertain_policy: str = "abnormal") -> tuple[pd.DataFrame, dict[str, int]]:
     """Pool the official tables and keep frontal AP/PA images of known sex with a label under the policy.
+
+    An image listed twice is kept once when both rows are identical (counted as ``dropped_repeated_rows``, logged)
+    and stops the run naming both rows when they differ.
 
     Returns:
         the kept rows (schema columns) and the number of rows each filter removed.
@@ -74,13 +96,16 @@ def read_chexpert(chexpert_root: Path, uncertain_policy: str = "abnormal") -> tu
         [_read_official_table(root / name, root.name, uncertain_policy) for name in OFFICIAL_TABLES],
         ignore_index=True,
     )
+    rows_read = len(frame)
+    origins = frame.pop(_ORIGIN)
+    frame = one_row_per_key(frame, schema.PATH, origins, f"{root}/{{{','.join(OFFICIAL_TABLES)}}}", "chexpert")
     filters = {
         "lateral": frame[schema.FRONTAL_LATERAL] != schema.FRONTAL,
         "view_not_ap_pa": ~frame[schema.VIEW].isin(schema.VIEW_VALUES),
         "sex_unknown": ~frame[schema.SEX].isin(schema.SEX_VALUES),
         "uncertain_excluded": frame[schema.NO_FINDING].isna(),
     }
-    counts: dict[str, int] = {"rows_read": len(frame)}
+    counts: dict[str, int] = {"rows_read": rows_read, "dropped_repeated_rows": rows_read - len(frame)}
     keep = pd.Series(True, index=frame.index)
     for name, drop in filters.items():
         counts[f"dropped_{name}"] = int((keep & drop).sum())
@@ -110,6 +135,14 @@ def prepare_chexpert(
         the summary that was printed and saved.
     """
     frame, counts = read_chexpert(chexpert_root, uncertain_policy)
+    if frame.empty:
+        dropped = ", ".join(
+            f"{name.removeprefix('dropped_')} {n}" for name, n in counts.items() if n and name != "rows_read"
+        )
+        raise InputTableError(
+            f"{chexpert_root}: no frontal AP/PA image of known sex is left of {counts['rows_read']} rows "
+            f"(dropped: {dropped})"
+        )
     progress(f"chexpert: {len(frame)} frontal AP/PA images of {frame[schema.PATIENT_ID].nunique()} patients kept")
     frame[SPLIT] = patient_split(frame[schema.PATIENT_ID], valid_fraction, test_fraction, seed)
     parts = split_frames(frame)

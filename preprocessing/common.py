@@ -9,9 +9,10 @@ a ``KeyError`` or a silently wrong join.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ __all__ = [
     "integer_ids",
     "shown",
     "day_numbers",
+    "line_number",
+    "canonical_values",
+    "one_row_per_key",
     "exit_on_input_error",
 ]
 
@@ -108,7 +112,7 @@ def shown(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _line(values: pd.Series, position: int) -> int:
+def line_number(values: pd.Series, position: int) -> int:
     """Line number in the file of ``values``' row at ``position``: ``read_csv`` numbers rows from 0 (also across
     chunks) and the header is line 1."""
     return int(values.index[position]) + _HEADER_LINES
@@ -129,7 +133,7 @@ def integer_ids(values: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         position = int(np.flatnonzero(bad)[0])
         raise InputTableError(
-            f"{path}: column {column!r} must hold integer IDs; line {_line(values, position)} "
+            f"{path}: column {column!r} must hold integer IDs; line {line_number(values, position)} "
             f"has {shown(values.iloc[position])}"
         )
     return numbers.astype(np.int64)
@@ -152,9 +156,73 @@ def day_numbers(values: pd.Series, date_format: str, path: Path, column: str) ->
         position = int(np.flatnonzero(bad)[0])
         raise InputTableError(
             f"{path}: column {column!r} must hold dates in the format {date_format!r}; "
-            f"line {_line(values, position)} has {shown(values.iloc[position])}"
+            f"line {line_number(values, position)} has {shown(values.iloc[position])}"
         )
     return parsed.to_numpy().astype("datetime64[D]").astype(np.int32)
+
+
+def canonical_values(
+    values: pd.Series, canonical: Callable[[Any], str | None], path: Path, column: str, refuse: bool = True
+) -> pd.Series:
+    """``values`` in the bundle's spelling, through the bundle's own reader of the field (a ``schema.canonical_*``
+    function, called once per distinct value), so that the pipelines keep exactly the spellings the bundle reads.
+
+    Args:
+        values: the column as ``read_csv`` parsed it, with its row index (used for the line number).
+        canonical: e.g. :func:`monai_diff3m.schema.canonical_sex`; returns None for a missing value.
+        path: file the column came from (for the message).
+        column: column name (for the message).
+        refuse: raise on a value ``canonical`` refuses; with False it becomes None (a filter then drops and counts it).
+
+    Raises:
+        InputTableError: naming the file, the column, the first line with a refused value and ``canonical``'s reason.
+    """
+    spellings: dict[Any, str | None] = {}
+    for value in pd.unique(values):
+        try:
+            spellings[value] = canonical(value)
+        except ValueError as error:
+            if refuse:
+                position = int(np.flatnonzero((values == value).to_numpy())[0])
+                raise InputTableError(
+                    f"{path}: column {column!r}, line {line_number(values, position)}: {error}"
+                ) from error
+            spellings[value] = None
+    return values.map(spellings)
+
+
+def one_row_per_key(table: pd.DataFrame, key: str, origins: pd.Series, source: str, log_prefix: str) -> pd.DataFrame:
+    """``table`` with one row per ``key``: a row that repeats an earlier row exactly is dropped and counted in the
+    log; two different rows with one key would double an image or give it two EHRs, so they stop the run.
+
+    Args:
+        table: the rows (every column is compared).
+        key: the column that must be unique.
+        origins: where each row of ``table`` came from (``"train.csv line 7"``), on the same index.
+        source: what the rows were read from, first in the message of the error and of the log line.
+        log_prefix: start of the log line (``"step3"``).
+
+    Raises:
+        InputTableError: naming the key, both rows' origins and their values.
+    """
+    repeated = table.duplicated(keep="first")
+    if repeated.any():
+        later = table.index[repeated][0]
+        earlier = table.index[(table[key] == table.at[later, key]).to_numpy()][0]
+        count = int(repeated.sum())
+        progress(
+            f"{log_prefix}: {source}: {count:,} row{'s' if count > 1 else ''} repeat{'' if count > 1 else 's'} an "
+            f"earlier row exactly (e.g. {key} {shown(table.at[later, key])}: {origins.loc[earlier]} and "
+            f"{origins.loc[later]}): kept once"
+        )
+        table = table[~repeated]
+    conflicting = table[key].duplicated(keep=False)
+    if conflicting.any():
+        value = table.loc[conflicting, key].iloc[0]
+        both = table[(table[key] == value).to_numpy()].iloc[:2]
+        rows = " and ".join(f"{origins.loc[index]} ({both.loc[index].to_dict()})" for index in both.index)
+        raise InputTableError(f"{source}: {key} {shown(value)} is on two rows that differ, {rows}; give it one row")
+    return table
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_diff3m import schema
 from preprocessing.common import resolve_table
 
 __all__ = [
@@ -27,7 +26,7 @@ __all__ = [
     "RESULT_NAME",
     "RESULT_VALUE",
     "GENDER",
-    "GENDER_TO_SEX",
+    "GENDERS",
     "ANCHOR_AGE",
     "ANCHOR_YEAR",
     "METADATA",
@@ -63,7 +62,8 @@ RESULT_NAME = "result_name"
 RESULT_VALUE = "result_value"
 #: MIMIC-IV ``hosp/patients``.
 GENDER = "gender"
-GENDER_TO_SEX = {"M": schema.SEX_VALUES[0], "F": schema.SEX_VALUES[1]}
+#: The codes MIMIC-IV writes in ``gender`` (read with ``schema.canonical_sex``, like every sex in the project).
+GENDERS = ("M", "F")
 ANCHOR_AGE = "anchor_age"
 ANCHOR_YEAR = "anchor_year"
 

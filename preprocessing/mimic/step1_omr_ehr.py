@@ -41,6 +41,7 @@ from preprocessing.common import (
     day_numbers,
     exit_on_input_error,
     integer_ids,
+    line_number,
     progress,
     read_header,
     read_table,
@@ -126,7 +127,7 @@ def feature_aliases(result_names: Iterable[str], matching: str = "exact") -> dic
 
 def read_omr(
     omr_path: Path, subjects: np.ndarray, chunk_rows: int = 1_000_000, omr_names: str = "exact"
-) -> dict[str, pd.DataFrame]:
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Read the used ``omr`` records of ``subjects``, one table per feature, averaged per (subject, chart day).
 
     Args:
@@ -136,18 +137,24 @@ def read_omr(
         omr_names: ``exact`` or ``substring`` matching of result names (``feature_aliases``).
 
     Returns:
-        result name -> frame with ``subject_id``, day number and the feature's column(s), sorted by subject and day.
+        result name -> frame with ``subject_id``, day number and the feature's column(s), sorted by subject and day;
+        and result name -> how many used values were not numbers (left out, so missing unless another record is
+        near), for the features that had any. Each such feature is logged with its count, one value and its line.
     """
     columns = (layout.SUBJECT_ID, layout.CHARTDATE, layout.RESULT_NAME, layout.RESULT_VALUE)
     require_columns(omr_path, read_header(omr_path), columns)
     names = list(OMR_FEATURES)
     feature_aliases([], omr_names)  # reject an unknown matching before reading millions of rows
     collected: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
-    rows_read = rows_kept = unparseable = 0
+    rows_read = rows_kept = 0
+    not_numbers: dict[str, int] = dict.fromkeys(names, 0)
+    examples: dict[str, str] = {}
     reader = pd.read_csv(
         omr_path,
         usecols=list(columns),
         dtype={layout.CHARTDATE: str, layout.RESULT_NAME: "category", layout.RESULT_VALUE: str},
+        keep_default_na=False,  # a value such as "n/a" or "NA" is logged as written, not as a missing cell
+        na_values={layout.SUBJECT_ID: [""], layout.CHARTDATE: [""], layout.RESULT_NAME: [""]},
         chunksize=chunk_rows,
     )
     with reader:
@@ -165,18 +172,28 @@ def read_omr(
                 rows = kept[layout.RESULT_NAME].isin(aliases[name])
                 values = _parse_values(name, kept.loc[rows, layout.RESULT_VALUE])
                 complete = values.notna().all(axis=1)
-                unparseable += int((~complete).sum())
+                if not complete.all():
+                    not_numbers[name] += int((~complete).sum())
+                    text = kept.loc[rows, layout.RESULT_VALUE]
+                    position = int(np.flatnonzero(~complete.to_numpy())[0])
+                    examples.setdefault(name, f"line {line_number(text, position)}: {shown(text.iloc[position])}")
                 values.insert(0, _DAY, days.loc[values.index])
                 values.insert(0, layout.SUBJECT_ID, subject.loc[values.index])
                 collected[name].append(values[complete])
             rows_kept += len(kept)
             progress(f"step1: {omr_path.name} chunk {number}: {rows_read:,} rows read, {rows_kept:,} kept")
-    if unparseable:
-        progress(f"step1: {unparseable:,} used omr values were not numbers (or not 'sys/dia') and were skipped")
-    return {
+    counted = {name: count for name, count in not_numbers.items() if count}
+    for name, count in counted.items():
+        shape = " ('systolic/diastolic')" if len(OMR_FEATURES[name]) == 2 else ""
+        progress(
+            f"step1: {omr_path.name}: {count:,} {name!r} values are not numbers{shape}, left out (missing); "
+            f"e.g. {examples[name]}"
+        )
+    records = {
         name: pd.concat(frames, ignore_index=True).groupby([layout.SUBJECT_ID, _DAY], sort=True).mean().reset_index()
         for name, frames in collected.items()
     }
+    return records, counted
 
 
 def nearest_records(
@@ -268,7 +285,7 @@ def run(
     omr_path = layout.mimic_iv_table(mimic_iv, layout.OMR)
     images = read_images(metadata_path).sort_values([layout.SUBJECT_ID, layout.DICOM_ID], ignore_index=True)
     progress(f"step1: {len(images):,} images of {images[layout.SUBJECT_ID].nunique():,} subjects in {metadata_path}")
-    records = read_omr(omr_path, images[layout.SUBJECT_ID].unique(), chunk_rows, omr_names)
+    records, not_numbers = read_omr(omr_path, images[layout.SUBJECT_ID].unique(), chunk_rows, omr_names)
     parts = []
     count = -(-len(images) // part_images)
     for index in range(count):
@@ -283,6 +300,7 @@ def run(
         "omr_names": omr_names,
         "metadata": str(metadata_path),
         "omr": str(omr_path),
+        "omr_values_not_numbers": not_numbers,
         "parts": parts,
     }
     return write_json_atomic(manifest, parts_dir / layout.MANIFEST)

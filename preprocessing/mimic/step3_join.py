@@ -2,7 +2,12 @@ r"""Step 3: one row per frontal (AP/PA) image with path, patient, sex, age, view
 
 Joins ``mimic-cxr-2.0.0-metadata`` (images) with ``-chexpert`` (labels, keyed on subject and study), ``-split``
 (the official patient-level split, keyed on ``dicom_id``), MIMIC-IV ``hosp/patients`` (gender, age) and step 2's
-``image_ehr.csv``. Images without a label, a split entry or a patient row are dropped and counted.
+``image_ehr.csv``. Images without a label, a split entry or a patient row are dropped and counted. Every join is
+one image to at most one row: a key that ``-split`` or ``patients`` lists twice is kept once when the rows are
+identical (counted in the log) and stops the run naming both lines when they differ (two ages or two splits for
+one image have no right answer). ``gender`` and ``ViewPosition`` are read as the bundle reads sex and view
+(``schema.canonical_sex``, ``schema.canonical_view``: ``pa`` and ``AP SUPINE`` are frontal, ``LL`` and ``AP LLD``
+are not).
 
 Age: ``age="study"`` (default) is the age at the study, ``anchor_age + (study year - anchor_year)``; MIMIC shifts
 all dates of a patient by the same offset, so the difference of shifted years is the true one. ``age="anchor"``
@@ -27,8 +32,11 @@ from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
 from preprocessing.common import (
     InputTableError,
+    canonical_values,
     day_numbers,
     exit_on_input_error,
+    line_number,
+    one_row_per_key,
     progress,
     read_table,
     shown,
@@ -63,7 +71,10 @@ def _read_frontal_images(path: Path) -> pd.DataFrame:
     )
     days = day_numbers(images[layout.STUDY_DATE], layout.STUDY_DATE_FORMAT, path, layout.STUDY_DATE)
     images[_STUDY_YEAR] = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
-    frontal = images[images[layout.VIEW_POSITION].isin(schema.VIEW_VALUES)]
+    images[layout.VIEW_POSITION] = canonical_values(
+        images[layout.VIEW_POSITION], schema.canonical_view, path, layout.VIEW_POSITION, refuse=False
+    )
+    frontal = images[images[layout.VIEW_POSITION].notna()]
     progress(f"step3: {len(frontal):,} of {len(images):,} images are frontal AP/PA ({path.name})")
     return frontal
 
@@ -80,9 +91,15 @@ def _read_labels(path: Path, uncertain_policy: str) -> pd.DataFrame:
     return pd.concat([table[keys], normal_label(table, uncertain_policy, path), has_support_devices(table)], axis=1)
 
 
+def _one_row_per_key(table: pd.DataFrame, key: str, path: Path) -> pd.DataFrame:
+    origins = pd.Series([f"line {line_number(table[key], position)}" for position in range(len(table))], table.index)
+    return one_row_per_key(table, key, origins, str(path), "step3")
+
+
 def _read_split(path: Path) -> pd.DataFrame:
     table = read_table(path, (layout.DICOM_ID, layout.OFFICIAL_SPLIT), dtype={layout.DICOM_ID: str})
     _check_values(table, layout.OFFICIAL_SPLIT, layout.OFFICIAL_SPLIT_NAMES, path)
+    table = _one_row_per_key(table, layout.DICOM_ID, path)
     return pd.DataFrame(
         {layout.DICOM_ID: table[layout.DICOM_ID], SPLIT: table[layout.OFFICIAL_SPLIT].map(layout.OFFICIAL_SPLIT_NAMES)}
     )
@@ -91,8 +108,16 @@ def _read_split(path: Path) -> pd.DataFrame:
 def _read_patients(path: Path) -> pd.DataFrame:
     columns = (layout.SUBJECT_ID, layout.GENDER, layout.ANCHOR_AGE, layout.ANCHOR_YEAR)
     table = read_table(path, columns, integer_columns=(layout.SUBJECT_ID, layout.ANCHOR_AGE, layout.ANCHOR_YEAR))
-    _check_values(table, layout.GENDER, layout.GENDER_TO_SEX, path)
-    return table
+    table = _one_row_per_key(table, layout.SUBJECT_ID, path)
+    return table.assign(**{layout.GENDER: canonical_values(table[layout.GENDER], _known_sex, path, layout.GENDER)})
+
+
+def _known_sex(value: object) -> str:
+    """``Male``/``Female`` from any spelling the bundle reads; MIMIC-IV gives every patient one, so none is missing."""
+    sex = schema.canonical_sex(value, layout.GENDER)
+    if sex is None:
+        raise ValueError(f"{layout.GENDER} {value!r} is not M or F (any spelling the bundle reads as Male or Female)")
+    return sex
 
 
 def _count_dropped(before: int, after: pd.DataFrame, reason: str) -> None:
@@ -117,17 +142,25 @@ def run(
     work_dir = Path(work_dir)
     images = _read_frontal_images(layout.mimic_cxr_table(mimic_cxr, layout.METADATA))
     labels_path = layout.mimic_cxr_table(mimic_cxr, layout.LABELS)
-    joined = images.merge(_read_labels(labels_path, uncertain_policy), on=[layout.SUBJECT_ID, layout.STUDY_ID])
+    joined = images.merge(
+        _read_labels(labels_path, uncertain_policy), on=[layout.SUBJECT_ID, layout.STUDY_ID], validate="many_to_one"
+    )
     _count_dropped(len(images), joined, f"without a study in {labels_path.name}")
     count = len(joined)
     joined = joined[joined[schema.NO_FINDING].notna()]
     _count_dropped(count, joined, "whose only findings are uncertain (uncertain policy 'exclude')")
     count, split_path = len(joined), layout.mimic_cxr_table(mimic_cxr, layout.SPLIT_TABLE)
-    joined = joined.merge(_read_split(split_path), on=layout.DICOM_ID)
+    joined = joined.merge(_read_split(split_path), on=layout.DICOM_ID, validate="many_to_one")
     _count_dropped(count, joined, f"without an entry in {split_path.name}")
     count, patients_path = len(joined), layout.mimic_iv_table(mimic_iv, layout.PATIENTS)
-    joined = joined.merge(_read_patients(patients_path), on=layout.SUBJECT_ID)
+    joined = joined.merge(_read_patients(patients_path), on=layout.SUBJECT_ID, validate="many_to_one")
     _count_dropped(count, joined, f"whose subject is not in {patients_path.name}")
+    if joined.empty:
+        raise InputTableError(
+            f"no frontal AP/PA image of {layout.mimic_cxr_table(mimic_cxr, layout.METADATA)} is left after joining "
+            f"{labels_path.name}, {split_path.name} and {patients_path}: the tables describe different images or "
+            "subjects (see the counts above)"
+        )
 
     ehr_path = work_dir / layout.IMAGE_EHR
     if not ehr_path.is_file():
@@ -140,7 +173,7 @@ def run(
             f"(e.g. {shown(joined[layout.DICOM_ID][uncovered].iloc[0])}); step 1 ran on another metadata file, "
             "rerun steps 1 and 2"
         )
-    joined = joined.merge(ehr, on=layout.DICOM_ID, how="left")
+    joined = joined.merge(ehr, on=layout.DICOM_ID, how="left", validate="many_to_one")
 
     anchor_age = joined[layout.ANCHOR_AGE]
     shift = joined[_STUDY_YEAR] - joined[layout.ANCHOR_YEAR] if age == "study" else 0
@@ -150,7 +183,7 @@ def run(
                 joined[layout.SUBJECT_ID], joined[layout.STUDY_ID], joined[layout.DICOM_ID]
             ),
             schema.PATIENT_ID: joined[layout.SUBJECT_ID],
-            schema.SEX: joined[layout.GENDER].map(layout.GENDER_TO_SEX),
+            schema.SEX: joined[layout.GENDER],
             schema.AGE: (anchor_age + shift).astype(float),
             schema.FRONTAL_LATERAL: schema.FRONTAL,
             schema.VIEW: joined[layout.VIEW_POSITION],

@@ -184,7 +184,7 @@ def write_synthetic_mimic(
     patients = pd.DataFrame(
         {
             layout.SUBJECT_ID: subjects,
-            layout.GENDER: rng.choice(list(layout.GENDER_TO_SEX), len(subjects)),
+            layout.GENDER: rng.choice(list(layout.GENDERS), len(subjects)),
             layout.ANCHOR_AGE: rng.integers(18, 92, len(subjects)),
             layout.ANCHOR_YEAR: anchor_years,
             "anchor_year_group": "2008 - 2010",

@@ -106,3 +106,34 @@ def test_the_shipped_model_scores_dicom_files_with_no_training(tmp_path):
     scores = pd.read_csv(tmp_path / "outputs" / "model" / "scores.csv")
     assert len(scores) == 3 and scores["anomaly_score"].notna().all()
     assert sorted(scores["Sex"]) == sorted(table["Sex"]) and (tmp_path / "outputs" / "model" / "report.html").is_file()
+
+
+def test_a_gradient_and_a_strip_are_failures_csv_rows_and_the_films_beside_them_are_scored(tmp_path):
+    """Issue 21: a smooth gradient ranked among the most normal films, and a 5000 x 20 strip was squashed and scored."""
+    films = REPO_ROOT / "tests" / "data" / "nih64"
+    table = pd.read_csv(films / "labels.csv").head(3)
+    (tmp_path / "images").mkdir()
+    for relative in table["Path"]:
+        (tmp_path / relative).write_bytes((films / relative).read_bytes())
+    ramp = np.linspace(0.2, 0.8, 256)[None].repeat(256, axis=0)
+    probes = {
+        "gradient.png": (ramp * 255).round().astype(np.uint8),
+        "faint_gradient.png": ((0.5 + (ramp - 0.5) / 15) * 255).round().astype(np.uint8),
+        "strip.png": np.asarray(Image.open(films / table["Path"][0]).crop((30, 0, 34, 64)).resize((20, 5000))),
+    }
+    for name, pixels in probes.items():
+        Image.fromarray(pixels).save(tmp_path / "images" / name)
+    rows = pd.DataFrame({"Path": [f"images/{name}" for name in probes], "Sex": "Female", "Age": 50, "AP/PA": "PA"})
+    pd.concat([table, rows]).to_csv(tmp_path / "ehr.csv", index=False)
+
+    overrides = {"image_dir": str(tmp_path / "images"), "ehr_csv": str(tmp_path / "ehr.csv")}
+    run_workflow("inference.json", "inference", {"bundle_root": str(tmp_path), **overrides})
+
+    scores = pd.read_csv(tmp_path / "outputs" / "model" / "scores.csv")
+    assert sorted(Path(path).name for path in scores["image"]) == sorted(Path(path).name for path in table["Path"])
+    failures = pd.read_csv(tmp_path / "outputs" / "model" / "failures.csv")
+    reasons = dict(zip(failures["path"].map(lambda path: Path(path).name), failures["reason"]))
+    assert set(reasons) == set(probes)
+    assert "no edges, no anatomy" in reasons["gradient.png"]
+    assert "too few grey levels" in reasons["faint_gradient.png"]
+    assert "not shaped like a chest film: 20 x 5000 pixels" in reasons["strip.png"]

@@ -178,3 +178,73 @@ def test_command_line(chexpert_root, tmp_path, capsys):
     ]
     with pytest.raises(SystemExit, match="error: .*train.csv"):
         chexpert.main(["--chexpert-root", str(tmp_path / "missing"), "--output", str(tmp_path / "out")])
+
+
+def test_every_spelling_the_bundle_reads_is_kept_and_normalised(chexpert_root):
+    """Sex ``M``/``F``/``male``/`` female ``, ``frontal`` and ``ap``/``PA Erect``, which the bundle reads
+    (``schema.canonical_sex``/``canonical_view``/``canonical_frontal_lateral``), were dropped as "sex_unknown",
+    "lateral" or "view_not_ap_pa"; they are kept and written in the bundle's spelling."""
+    reference, counts = chexpert.read_chexpert(chexpert_root)
+    for name in chexpert.OFFICIAL_TABLES:
+        raw = pd.read_csv(chexpert_root / name)
+        raw["Sex"] = raw["Sex"].map({"Male": "M", "Female": "female ", "Unknown": "Unknown"})
+        raw.loc[raw.index % 3 == 0, "Sex"] = raw["Sex"].str.upper().str.strip()
+        raw["Frontal/Lateral"] = raw["Frontal/Lateral"].str.lower()
+        raw["AP/PA"] = raw["AP/PA"].map({"AP": "ap", "PA": "PA Erect", "LL": "LL"})
+        raw.to_csv(chexpert_root / name, index=False)
+
+    frame, respelled_counts = chexpert.read_chexpert(chexpert_root)
+
+    assert respelled_counts == counts
+    pd.testing.assert_frame_equal(frame, reference)
+
+
+def test_a_sex_or_frontal_lateral_value_the_bundle_refuses_names_file_line_and_value(chexpert_root, tmp_path):
+    raw = pd.read_csv(chexpert_root / "valid.csv")
+    raw.loc[4, "Sex"] = "Mlae"
+    raw.to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(InputTableError, match=r"valid\.csv: column 'Sex', line 6: Sex 'Mlae' is not a sex"):
+        chexpert.prepare_chexpert(chexpert_root, tmp_path / "out")
+    raw.loc[4, "Sex"] = "Male"
+    raw.loc[7, "Frontal/Lateral"] = "Oblique"
+    raw.to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(InputTableError, match=r"valid\.csv: column 'Frontal/Lateral', line 9: .*'Oblique' is neither"):
+        chexpert.prepare_chexpert(chexpert_root, tmp_path / "out")
+
+
+def test_an_image_listed_twice_is_kept_once_when_identical_and_a_named_error_when_not(chexpert_root, capsys):
+    """A row repeated in the pooled tables was written twice (and training then refused the CSV)."""
+    reference, counts = chexpert.read_chexpert(chexpert_root)
+    train, valid = (pd.read_csv(chexpert_root / name) for name in chexpert.OFFICIAL_TABLES)
+    first = int(train.index[train["Frontal/Lateral"] == "Frontal"][0])
+    path = train.at[first, "Path"]
+
+    pd.concat([valid, train.loc[[first]]]).to_csv(chexpert_root / "valid.csv", index=False)
+    capsys.readouterr()
+    frame, repeated_counts = chexpert.read_chexpert(chexpert_root)
+
+    pd.testing.assert_frame_equal(frame, reference)
+    assert repeated_counts == {**counts, "rows_read": counts["rows_read"] + 1, "dropped_repeated_rows": 1}
+    assert (
+        f"1 row repeats an earlier row exactly (e.g. Path {path!r}: train.csv line {first + 2} and valid.csv line "
+        f"{len(valid) + 2}): kept once" in capsys.readouterr().err
+    )
+    changed = train.loc[[first]].assign(Age=train.at[first, "Age"] + 1)
+    pd.concat([valid, changed]).to_csv(chexpert_root / "valid.csv", index=False)
+    with pytest.raises(
+        InputTableError,
+        match=rf"Path '{path}' is on two rows that differ, train\.csv line {first + 2} \(.*\) and valid\.csv line "
+        rf"{len(valid) + 2} \(.*\); give it one row",
+    ):
+        chexpert.read_chexpert(chexpert_root)
+
+
+def test_tables_that_leave_no_image_name_what_dropped_them(chexpert_root, tmp_path):
+    for name in chexpert.OFFICIAL_TABLES:
+        pd.read_csv(chexpert_root / name).assign(Sex="Unknown").to_csv(chexpert_root / name, index=False)
+    with pytest.raises(
+        SystemExit,
+        match=r"error: .*: no frontal AP/PA image of known sex is left of \d+ rows \(dropped: .*sex_unknown \d+",
+    ):
+        chexpert.main(["--chexpert-root", str(chexpert_root), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -226,3 +226,28 @@ def test_bad_ids_and_dates_name_file_column_and_line(tmp_path):
 def test_missing_table_lists_the_paths_tried(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"mimic-cxr-2\.0\.0-metadata\.csv\.gz"):
         step1_omr_ehr.run(tmp_path / "nowhere", tmp_path / "nowhere", tmp_path / "work")
+
+
+def test_values_that_are_not_numbers_are_counted_per_feature_with_an_example_line(tmp_path, capsys):
+    """They were left out with one total in the log; now each feature's count, one value and its line are logged
+    and recorded in the manifest. Values of subjects without images are never used, so never counted."""
+    metadata = _metadata([("a", 10000001, STUDY)])
+    omr = _omr(
+        [
+            (10000001, 0, "BMI (kg/m2)", "25.0"),
+            (10000001, 1, "BMI (kg/m2)", "n/a"),
+            (10000001, 2, "BMI (kg/m2)", "high"),
+            (10000001, 3, "Blood Pressure", "120/eighty"),
+            (10000001, 4, "Weight (Lbs)", "180"),
+            (19999999, 0, "Height (Inches)", "tall"),
+        ]
+    )
+    ehr = _ehr(tmp_path, metadata, omr, chunk_rows=2)
+
+    log = capsys.readouterr().err
+    assert "step1: omr.csv.gz: 2 'BMI (kg/m2)' values are not numbers, left out (missing); e.g. line 3: 'n/a'" in log
+    assert "1 'Blood Pressure' values are not numbers ('systolic/diastolic'), left out (missing); e.g. line 5:" in log
+    assert "'Weight (Lbs)' values" not in log and "'Height (Inches)' values" not in log
+    manifest = json.loads((tmp_path / "work" / layout.PARTS_DIR / layout.MANIFEST).read_text())
+    assert manifest["omr_values_not_numbers"] == {"BMI (kg/m2)": 2, "Blood Pressure": 1}
+    assert ehr.loc["a", schema.BMI] == pytest.approx(25.0) and np.isnan(ehr.loc["a", schema.SYSTOLIC])

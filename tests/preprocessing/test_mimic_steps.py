@@ -175,7 +175,7 @@ def test_step3_validates_inputs_and_keeps_the_previous_output_on_failure(dataset
         step3_join.run(mimic_cxr, mimic_iv, work)
     patients.loc[0, "gender"] = "X"
     patients.to_csv(patients_path, index=False)
-    with pytest.raises(InputTableError, match=r"patients\.csv\.gz: column 'gender' must be one of \['F', 'M'\]"):
+    with pytest.raises(InputTableError, match=r"patients\.csv\.gz: column 'gender', line 2: gender 'X' is not a sex"):
         step3_join.run(mimic_cxr, mimic_iv, work)
     assert joined.read_bytes() == before
     assert not [path for path in work.iterdir() if path.name.startswith(".")], "no temporary files left behind"
@@ -239,3 +239,84 @@ def test_step5_policies_on_a_small_frame(tmp_path):
     assert kept(drop_incomplete_ehr=True) == ["complete", "devices"]  # the authors' make_mimic_1_5_dataset
     assert kept(drop_incomplete_ehr=True, drop_support_devices=True) == ["complete"]
     assert SUPPORT_DEVICES not in pd.read_csv(tmp_path / "out" / "test.csv").columns
+
+
+@pytest.mark.parametrize(
+    "table, key", [(f"{layout.PATIENTS}.csv.gz", "subject_id"), (f"{layout.SPLIT_TABLE}.csv.gz", "dicom_id")]
+)
+def test_a_key_listed_twice_is_kept_once_when_identical_and_a_named_error_when_not(
+    dataset, tmp_path, capsys, table, key
+):
+    """A subject twice in ``patients`` duplicated its images with two EHRs and the log said "dropped -3"."""
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    joined = step3_join.run(mimic_cxr, mimic_iv, work)
+    reference = _read(joined)
+    path = (mimic_iv / "hosp" if table.startswith(layout.PATIENTS) else mimic_cxr) / table
+    rows = pd.read_csv(path, dtype={"dicom_id": str})
+    used = (
+        int(reference[schema.PATIENT_ID].iloc[0]) if key == "subject_id" else Path(reference[schema.PATH].iloc[0]).stem
+    )
+    first = int(rows.index[rows[key] == used][0])
+
+    pd.concat([rows, rows.loc[[first]]]).to_csv(path, index=False)
+    capsys.readouterr()
+    step3_join.run(mimic_cxr, mimic_iv, work)
+    log = capsys.readouterr().err
+    pd.testing.assert_frame_equal(_read(joined), reference)
+    assert f"{table}: 1 row repeats an earlier row exactly (e.g. {key} {used!r}: line {first + 2} and line " in log
+    assert "dropped -" not in log
+
+    changed = rows.loc[[first]].copy()
+    if key == "subject_id":
+        changed["anchor_age"] += 7
+    else:
+        changed["split"] = "test" if changed["split"].item() != "test" else "train"
+    pd.concat([rows, changed]).to_csv(path, index=False)
+    with pytest.raises(
+        InputTableError,
+        match=rf"{table}: {key} {used!r} is on two rows that differ, line {first + 2} \(.*\) and "
+        rf"line {len(rows) + 2} \(.*\); give it one row",
+    ):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+    assert _read(joined).equals(reference), "the previous output is kept"
+
+
+def test_views_and_genders_in_any_spelling_the_bundle_reads_give_the_same_rows(dataset, tmp_path):
+    """``pa``, ``AP PORTABLE`` and gender ``f`` were dropped as not frontal or refused; the bundle reads them."""
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    joined = step3_join.run(mimic_cxr, mimic_iv, work)
+    reference = _read(joined)
+    metadata_path = mimic_cxr / f"{layout.METADATA}.csv.gz"
+    metadata = pd.read_csv(metadata_path, dtype={"dicom_id": str})
+    metadata["ViewPosition"] = metadata["ViewPosition"].replace({"PA": "pa", "AP": "AP PORTABLE"})
+    metadata.to_csv(metadata_path, index=False)
+    patients_path = mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz"
+    patients = pd.read_csv(patients_path)
+    patients["gender"] = patients["gender"].str.lower()
+    patients.to_csv(patients_path, index=False)
+
+    step3_join.run(mimic_cxr, mimic_iv, work)
+
+    pd.testing.assert_frame_equal(_read(joined), reference)
+
+
+def test_a_join_that_leaves_no_image_is_a_named_error_not_an_empty_table(dataset, tmp_path):
+    mimic_cxr, mimic_iv = dataset
+    work = tmp_path / "work"
+    step1_omr_ehr.run(mimic_cxr, mimic_iv, work)
+    step2_concatenate.run(work)
+    patients_path = mimic_iv / "hosp" / f"{layout.PATIENTS}.csv.gz"
+    patients = pd.read_csv(patients_path)
+    patients.assign(subject_id=patients["subject_id"] + 1).to_csv(patients_path, index=False)
+
+    with pytest.raises(
+        InputTableError, match=r"no frontal AP/PA image of .*metadata.* is left after joining .*patients"
+    ):
+        step3_join.run(mimic_cxr, mimic_iv, work)
+    assert not (work / layout.JOINED).exists()
