@@ -39,6 +39,10 @@ class Diff3MDiffusionInferer(DiffusionInferer):
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         return diffusion_model(noisy, timesteps, ehr, ehr_missing, x0=x0, with_reconstruction=True)
 
+    def sample(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Not for Diff3M: MONAI's sampler passes ``context``; a twin comes from ``Diff3MAnomalyInferer``'s DDIM."""
+        raise NotImplementedError("Diff3M denoises with Diff3MAnomalyInferer (DDIM inversion and denoising)")
+
 
 class Diff3MValidationInferer(Diff3MDiffusionInferer):
     """The training forward pass plus the images a validation pass shows in TensorBoard.

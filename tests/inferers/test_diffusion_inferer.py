@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from monai.engines import IterationEvents
@@ -25,6 +26,8 @@ def test_inferer_noises_x0_and_returns_the_network_prediction_with_its_reconstru
     noisy = scheduler.add_noise(image, noise, timesteps)
     torch.testing.assert_close(prediction, network(noisy, timesteps, with_reconstruction=True), rtol=0, atol=0)
     assert prediction.shape == (2, 2, 16, 16)
+    with pytest.raises(NotImplementedError, match="Diff3MAnomalyInferer"):
+        inferer.sample(noise, network)
 
     shown = Diff3MValidationInferer(scheduler)(image, network, noise, timesteps)
     torch.testing.assert_close(shown["prediction"], prediction, rtol=0, atol=0)
