@@ -35,20 +35,18 @@ import argparse
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import throughput
 import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigParser
-from monai.inferers import SimpleInferer
 from monai.networks.schedulers import DDPMScheduler
 from torch.utils.flop_counter import FlopCounterMode
 
-from monai_diff3m.engines import Diff3MLoss, Diff3MTrainingStep
+from monai_diff3m.engines import Diff3MLoss, Diff3MPrepareBatch
 from monai_diff3m.handlers import WarmupEMAHandler
-from monai_diff3m.inferers import ScoringSchedule
+from monai_diff3m.inferers import Diff3MDiffusionInferer, ScoringSchedule
 from monai_diff3m.networks import Diff3MUNet
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
@@ -80,12 +78,8 @@ def build(network_args: dict[str, Any], stage: int, checkpointing: bool) -> Diff
 
 
 def _training_pass(network: Diff3MUNet, batch: dict[str, torch.Tensor], scheduler: DDPMScheduler) -> None:
-    image = batch["image"]
-    timesteps = torch.randint(0, 1000, (image.shape[0],), device=image.device)
-    noise = torch.randn_like(image)
-    noisy = scheduler.add_noise(original_samples=image, noise=noise, timesteps=timesteps)
-    output = network(noisy, timesteps, batch["ehr"], batch["ehr_missing"], x0=image)
-    Diff3MLoss()(output, noise, noisy).backward()
+    image, target, _, inputs = Diff3MPrepareBatch(scheduler)(batch)
+    Diff3MLoss()(Diff3MDiffusionInferer(scheduler)(image, network, **inputs), target).backward()
 
 
 def _saved_bytes(network: Diff3MUNet, batch_size: int, image_size: int, scheduler: DDPMScheduler) -> int:
@@ -157,21 +151,19 @@ def time_training(
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
-    step_args = {"finite_check_every": args.log_every} if args.log_every > 1 else {}
-    step = Diff3MTrainingStep(scheduler, Diff3MLoss(), **step_args)
-    engine = SimpleNamespace(
-        network=torch.compile(network) if args.compile else network,
-        inferer=SimpleInferer(),
-        optimizer=optimizer,
+    engine = throughput.training_engine(
+        torch.compile(network) if args.compile else network,
+        optimizer,
+        scheduler,
+        device,
         amp=args.amp == "on" or (args.amp == "auto" and device.type == "cuda"),
-        non_blocking=False,
-        state=SimpleNamespace(device=device, iteration=0, epoch_length=10**9, ema_momentum=1e-4),
+        finite_check_every=args.log_every,
     )
+    engine.state.ema_momentum = 1e-4
     batch = throughput.random_batch(batch_size, spec["image_size"], device)
 
     def iterate() -> None:
-        engine.state.iteration += 1
-        step(engine, batch)
+        throughput.training_iteration(engine, batch)
         ema._update_ema_model(cast(Engine, engine), "ema_momentum")
 
     throughput._reset_peak(device)

@@ -34,16 +34,16 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import monai
 import torch
-from monai.inferers import SimpleInferer
+from monai.engines import SupervisedTrainer
 from monai.networks.schedulers import DDPMScheduler
 
-from monai_diff3m.engines import Diff3MLoss, Diff3MTrainingStep
-from monai_diff3m.inferers import REFERENCE_SCHEDULE, Diff3MAnomalyInferer, ScoringSchedule
+from monai_diff3m.engines import Diff3MLoss, Diff3MPrepareBatch
+from monai_diff3m.handlers import FiniteLossCheck
+from monai_diff3m.inferers import REFERENCE_SCHEDULE, Diff3MAnomalyInferer, Diff3MDiffusionInferer, ScoringSchedule
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks import Diff3MUNet
 from monai_diff3m.packaged_bundle import config_files
@@ -105,6 +105,41 @@ def build_network(size: str, ieca_mode: str, device: torch.device) -> Diff3MUNet
     return network.to(device)
 
 
+def training_engine(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: DDPMScheduler,
+    device: torch.device,
+    amp: bool,
+    finite_check_every: int = 1,
+) -> SupervisedTrainer:
+    """The bundle's training engine (MONAI's ``SupervisedTrainer`` with Diff3M's batch preparation, inferer, mixed
+    loss and finite-loss check), ready for ``training_iteration`` without its data loader and handlers."""
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=[None],
+        network=network,
+        optimizer=optimizer,
+        loss_function=Diff3MLoss(),
+        prepare_batch=Diff3MPrepareBatch(scheduler),
+        inferer=Diff3MDiffusionInferer(scheduler),
+        train_handlers=[FiniteLossCheck(finite_check_every)],
+        amp=amp,
+        amp_kwargs={"dtype": torch.bfloat16},
+        decollate=False,
+    )
+    trainer.scaler = torch.cuda.amp.GradScaler() if amp else None  # what ``trainer.run()`` sets up
+    trainer.state.epoch_length = 10**9
+    return trainer
+
+
+def training_iteration(trainer: SupervisedTrainer, batch: dict[str, torch.Tensor]) -> None:
+    """One iteration of the trainer's own process function (``SupervisedTrainer._iteration``) on ``batch``."""
+    trainer.state.iteration += 1
+    trainer._iteration(trainer, batch)
+
+
 def random_batch(batch_size: int, image_size: int, device: torch.device) -> dict[str, torch.Tensor]:
     slots = sum(ehr_group_sizes(EHR_GROUPS))
     return {
@@ -143,22 +178,14 @@ def measure_training(
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=1e-4, fused=device.type == "cuda" and setting.name == "defaults"
     )
-    step = Diff3MTrainingStep(scheduler, Diff3MLoss())
-    engine = SimpleNamespace(
-        network=network,
-        inferer=SimpleInferer(),
-        optimizer=optimizer,
-        amp=setting.amp,
-        non_blocking=False,
-        state=SimpleNamespace(device=device, iteration=0),
-    )
+    trainer = training_engine(network, optimizer, scheduler, device, setting.amp)
     batch = random_batch(batch_size, image_size, device)
     _reset_peak(device)
-    step(engine, batch)
+    training_iteration(trainer, batch)
     _synchronize(device)
     start = time.perf_counter()
     for _ in range(iterations):
-        step(engine, batch)
+        training_iteration(trainer, batch)
     _synchronize(device)
     seconds = time.perf_counter() - start
     return {

@@ -39,7 +39,6 @@ import pandas as pd
 import torch
 from monai.bundle import ConfigParser, run
 
-from monai_diff3m.engines.diffusion_steps import prepare_diff3m_batch
 from monai_diff3m.inferers.anomaly import (
     FULL_SCHEDULE,
     NOISING_MODES,
@@ -124,6 +123,8 @@ class ScoringData:
     network: torch.nn.Module
     scheduler: Any
     batches: list[dict[str, Any]]
+    #: the bundle's ``prepare_batch``: (image, label, args, the network's keyword inputs) of a batch
+    prepare_batch: Any
     records: list[dict[str, Any]]
     labels: np.ndarray
     device: torch.device
@@ -160,6 +161,7 @@ def load_scoring_data(
         network=parser.get_parsed_content("network").eval(),
         scheduler=parser.get_parsed_content("scheduler"),
         batches=batches,
+        prepare_batch=parser.get_parsed_content("prepare_batch"),
         records=ordered,
         labels=abnormal_labels(pd.DataFrame(ordered)),
         device=parser.get_parsed_content("device"),
@@ -195,9 +197,9 @@ def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) ->
     )
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_NAMES}
     for batch in data.batches:
-        image, ehr, missing = prepare_diff3m_batch(batch, data.device)
+        image, _, _, network_inputs = data.prepare_batch(batch, data.device)
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=data.amp):
-            result = inferer(torch.as_tensor(image), data.network, ehr, missing)
+            result = inferer(image, data.network, **network_inputs)
         for name in SCORE_NAMES:
             scores[name].append(result["scores"][name].float().cpu().numpy())
     return {name: np.concatenate(values) for name, values in scores.items()}

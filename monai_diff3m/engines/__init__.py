@@ -7,12 +7,7 @@ from monai_diff3m.checkpoints import (
     network_from_checkpoint,
     read_checkpoint,
 )
-from monai_diff3m.engines.anomaly_scoring import AnomalyScoringStep
 from monai_diff3m.engines.backends import seed_run
-from monai_diff3m.engines.diffusion_steps import (
-    Diff3MTrainingStep,
-    Diff3MValidationStep,
-    prepare_diff3m_batch,
-)
 from monai_diff3m.engines.losses import Diff3MLoss
+from monai_diff3m.engines.prepare_batch import Diff3MPrepareBatch, plain_tensor
 from monai_diff3m.engines.stages import start_stage2

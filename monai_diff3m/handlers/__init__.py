@@ -1,6 +1,7 @@
 from monai_diff3m.handlers.anomaly_results import AnomalyEvaluationHandler, AnomalyResultWriter
 from monai_diff3m.handlers.checkpoint import CheckpointWriter, ResumeFromCheckpoint
 from monai_diff3m.handlers.ema import WarmupEMAHandler
+from monai_diff3m.handlers.finite_loss import FiniteLossCheck
 from monai_diff3m.handlers.image_grids import ImageGridHandler
 from monai_diff3m.handlers.progress import TerminalProgressBar
 from monai_diff3m.handlers.report import HTMLReportHandler

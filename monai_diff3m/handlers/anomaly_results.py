@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
-from monai.utils import str2bool
+from monai.utils import CommonKeys, str2bool
 from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
@@ -161,7 +161,7 @@ class AnomalyResultWriter:
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in self.failures])
 
     def _collect(self, engine: Engine) -> None:
-        output = cast(dict[str, Any], engine.state.output)
+        output = scored_batch(engine)
         image = output["image"].float().cpu().numpy()
         twin = output["twin"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
@@ -322,6 +322,20 @@ class AnomalyResultWriter:
         """Keep the partial tables (every finished batch), free the folder for a rerun, and let the error through."""
         self._release(engine)
         raise error
+
+
+def scored_batch(engine: Engine) -> dict[str, Any]:
+    """One iteration of a stock ``SupervisedEvaluator`` running ``Diff3MAnomalyInferer``, as the writers read it: the
+    scored ``image``, the inferer's result (the evaluator's ``pred``: twin, maps, scores, EHR attention) and, from the
+    batch, the films' ``source``, their encoded ``ehr`` and its ``ehr_missing`` mask, and the ground-truth ``mask``
+    when there is one."""
+    output = cast(dict[str, Any], engine.state.output)
+    batch = cast(dict[str, Any], engine.state.batch)
+    image = output[CommonKeys.IMAGE]
+    scored = {CommonKeys.IMAGE: image, **output[CommonKeys.PRED]}
+    scored["source"] = list(batch.get("source", [""] * image.shape[0]))
+    scored.update({key: torch.as_tensor(batch[key]) for key in ("ehr", "ehr_missing", "mask") if key in batch})
+    return scored
 
 
 def present_ehr_fields(slot_names: Sequence[str], records: Iterable[Mapping[str, Any]]) -> list[str]:

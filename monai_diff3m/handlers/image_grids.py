@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,8 @@ class ImageGridHandler:
         tag_prefix: TensorBoard tag prefix.
         rescale_keys: keys shown min–max scaled per image (anomaly maps).
         image_range: intensity range of the images the network works in.
+        output_transform: maps ``engine.state.output`` to the dict of images the keys name (Ignite's idiom); the
+            output itself by default.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class ImageGridHandler:
         tag_prefix: str = "val",
         rescale_keys: Sequence[str] = (),
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        output_transform: Callable[[Any], Any] = lambda output: output,
     ) -> None:
         self.writer = summary_writer
         self.output_keys = list(output_keys)
@@ -42,12 +45,13 @@ class ImageGridHandler:
         self.tag_prefix = tag_prefix
         self.rescale_keys = set(rescale_keys)
         self.image_range = tuple(float(bound) for bound in image_range)
+        self.output_transform = output_transform
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        output: Any = engine.state.output
+        output: Any = self.output_transform(engine.state.output)
         if not isinstance(output, dict):
             return
         for key in self.output_keys:

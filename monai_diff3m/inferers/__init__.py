@@ -11,3 +11,4 @@ from monai_diff3m.inferers.anomaly import (
     image_scores,
     predict_x0,
 )
+from monai_diff3m.inferers.diffusion import Diff3MDiffusionInferer, Diff3MValidationInferer

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
-from monai_diff3m.networks.diff3m_unet import Diff3MOutput
+from monai_diff3m.networks.diff3m_unet import split_prediction
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 from monai_diff3m.transforms.lung_fields import plausible_lung_fields
@@ -196,6 +197,9 @@ def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Te
 class Diff3MAnomalyInferer(Inferer):
     """Normal twin, pixel anomaly map and image scores for a batch of images in ``image_range``.
 
+    Under a MONAI ``SupervisedEvaluator`` with ``PrepareBatchExtraInput({"ehr": "ehr", "ehr_missing":
+    "ehr_missing"})``, its result is the evaluator's ``pred``.
+
     Args:
         scheduler: the training noise schedule (its ``alphas_cumprod``); a MONAI DDPM/DDIM scheduler.
         noise_level: L, the timestep the image is noised to (the authors: 400 of T = 1000, on [0, 1] images).
@@ -258,7 +262,8 @@ class Diff3MAnomalyInferer(Inferer):
     ) -> dict[str, Any]:
         """Return ``twin``, ``anomaly_map``, ``smoothed_map`` (N, 1, H, W), ``scores`` (name -> (N,)) and
         ``ehr_attention`` (N, S) averaged over denoising steps (None without EHR)."""
-        image = inputs.float()
+        # a MetaTensor's __torch_function__ detour on every operation made the loop several times slower
+        image = (inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs).float()
         alphas = self.alphas_cumprod.to(image.device)
         with torch.no_grad():
             if self.noising == "ddim_inversion":
@@ -283,14 +288,15 @@ class Diff3MAnomalyInferer(Inferer):
             "ehr_attention": attention,
         }
 
-    def _predict(self, network, x, t, image, ehr, ehr_missing) -> Diff3MOutput:
+    def _predict(
+        self, network, x, t, image, ehr, ehr_missing
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(ε̂, x̃_t or None, EHR attention or None) at timestep ``t``; x̃_t only when ``use_pcm`` and the network has
+        PCM branches."""
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        output = network(x, timesteps, ehr, ehr_missing, x0=image)
-        return Diff3MOutput(
-            output.noise.float(),
-            None if output.reconstruction is None else output.reconstruction.float(),
-            output.ehr_attention,
-        )
+        prediction = network(x, timesteps, ehr, ehr_missing, x0=image, with_reconstruction=self.use_pcm)
+        noise, reconstruction = split_prediction(prediction.float(), x.shape[1])
+        return noise, reconstruction, network.ehr_attention
 
     def _jump(self, image: torch.Tensor, timestep: int) -> torch.Tensor:
         """q(x_t | x₀) by the scheduler's ``add_noise``, with each image's seeded noise (:func:`image_noise`)."""
@@ -308,13 +314,13 @@ class Diff3MAnomalyInferer(Inferer):
         """
         attention_sum = None
         for current, target in steps:
-            output = self._predict(network, x, current, image, ehr, ehr_missing)
+            predicted_noise, reconstruction, attention = self._predict(network, x, current, image, ehr, ehr_missing)
             alpha = alphas[current]
             alpha_target = torch.ones_like(alpha) if target == CLEAN else alphas[target]
-            source = output.reconstruction if (self.use_pcm and output.reconstruction is not None) else x
-            x0_estimate = predict_x0(source, output.noise, alpha, self.clip_range)
+            source = x if reconstruction is None else reconstruction
+            x0_estimate = predict_x0(source, predicted_noise, alpha, self.clip_range)
             noise = (x - alpha.sqrt() * x0_estimate) / (1 - alpha).sqrt()
             x = alpha_target.sqrt() * x0_estimate + (1 - alpha_target).sqrt() * noise
-            if output.ehr_attention is not None:
-                attention_sum = output.ehr_attention if attention_sum is None else attention_sum + output.ehr_attention
+            if attention is not None:
+                attention_sum = attention if attention_sum is None else attention_sum + attention
         return x, None if attention_sum is None else attention_sum / len(steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
 from monai.networks.blocks.crossattention import CrossAttentionBlock
@@ -21,20 +21,6 @@ IECA_MODES = ("pooled", "spatial", "none")
 PCM_RECOMBINATIONS = ("hard", "soft")
 
 
-class Diff3MOutput(NamedTuple):
-    """What one forward pass returns.
-
-    noise: ε̂, shape (N, C, H, W).
-    reconstruction: x̃_t from the two checkerboard branches, (N, C, H, W); None without PCM.
-    ehr_attention: attention weight of each EHR token, (N, S); None without EHR. In ``pooled`` mode the weights sum
-        to 1 within each group; in ``spatial`` mode they are averaged over heads, positions and attention layers.
-    """
-
-    noise: torch.Tensor
-    reconstruction: torch.Tensor | None
-    ehr_attention: torch.Tensor | None
-
-
 class Diff3MUNet(nn.Module):
     """ε-prediction diffusion UNet conditioned on EHR tokens, with optional pixel-level checkerboard masking.
 
@@ -46,6 +32,10 @@ class Diff3MUNet(nn.Module):
       plain timestep.
     - ``"spatial"``: the tokens are the ``context`` of the UNet's cross-attention transformer blocks.
     - ``"none"``: no EHR path at all: the image-only diffusion baseline on the same backbone.
+
+    ``forward`` returns ε̂ as one tensor, like MONAI's networks, so stock inferers, ``verify_net_in_out`` and
+    ``ckpt_export`` call it directly; the checkerboard reconstruction comes with ``with_reconstruction=True``, and
+    the attention over the EHR tokens of the last forward pass is kept in ``ehr_attention``.
 
     With ``use_pcm`` two more encoders (copies of the main encoder) read x_t under the complementary soft
     checkerboards m' = m·(1 − t/T) + t/T and share one middle block, decoder and 1-channel head (initialised as
@@ -164,6 +154,10 @@ class Diff3MUNet(nn.Module):
             self.pcm_decoder = nn.ModuleDict(
                 {part: copy.deepcopy(getattr(self.unet, part)) for part in ("middle_block", "up_blocks", "out")}
             )
+        #: attention weight of each EHR token in the last forward pass, (N, S), detached; None without EHR. In
+        #: ``pooled`` mode the weights sum to 1 within each group; in ``spatial`` mode they are averaged over heads,
+        #: positions and attention layers (as MONAI's ``CrossAttentionBlock`` keeps ``att_mat``).
+        self.ehr_attention: torch.Tensor | None = None
         # Blocks whose attention over the EHR tokens is read back for attribution (SDPA does not expose the weights).
         self._attribution_blocks: list[CrossAttentionBlock] = []
         if ieca_mode == "spatial" and not use_flash_attention:
@@ -176,35 +170,43 @@ class Diff3MUNet(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        timesteps: torch.Tensor,
+        timesteps: torch.Tensor | None = None,
         ehr: torch.Tensor | None = None,
         ehr_missing: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
-    ) -> Diff3MOutput:
-        """Predict ε (and x̃_t with PCM) for the noisy image ``x`` at ``timesteps``.
+        with_reconstruction: bool = False,
+    ) -> torch.Tensor:
+        """Predict ε for the noisy image ``x`` at ``timesteps``; with ``with_reconstruction`` and PCM also x̃_t.
+
+        The defaults describe a clean image with no EHR known, which is what the Model Zoo's ``verify_net_in_out``
+        and ``ckpt_export`` feed (``net(image)``): timestep 0, every EHR slot flagged missing (the learned "missing"
+        tokens), and x₀ = x for the image query.
 
         Args:
             x: noisy image x_t, (N, C, H, W).
-            timesteps: (N,) integer timesteps.
-            ehr: encoded EHR slots (N, S); required unless ``ieca_mode == "none"``.
+            timesteps: (N,) integer timesteps; zeros when omitted.
+            ehr: encoded EHR slots (N, S); every slot missing when omitted.
             ehr_missing: (N, S) 1 where a slot is missing.
-            x0: the clean image, (N, C, H, W); required in ``pooled`` mode (the image query reads it).
+            x0: the clean image, (N, C, H, W), which the image query of ``pooled`` mode reads; ``x`` when omitted.
+            with_reconstruction: also return x̃_t from the checkerboard branches, stacked after ε̂ on the channel axis
+                (N, 2C, H, W); ignored by a network without PCM, which returns ε̂ alone.
+
+        Returns:
+            ε̂, (N, C, H, W), or ε̂ and x̃_t stacked, (N, 2C, H, W).
         """
+        if timesteps is None:
+            timesteps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         time_embedding = self.unet.time_embed(
             get_timestep_embedding(timesteps, self.unet.block_out_channels[0]).to(x.dtype)
         )
         decoder_embedding, context, attention = time_embedding, None, None
         if self.ieca_mode != "none":
             if ehr is None:
-                raise ValueError(
-                    f"Diff3MUNet(ieca_mode={self.ieca_mode!r}) needs `ehr`; "
-                    "use ieca_mode='none' for the image-only baseline"
-                )
+                ehr = torch.zeros(x.shape[0], sum(self.ehr_group_sizes), dtype=x.dtype, device=x.device)
+                ehr_missing = torch.ones_like(ehr)
             tokens = self.ehr_tokenizer(ehr.to(x.dtype), ehr_missing)
             if self.ieca_mode == "pooled":
-                if x0 is None:
-                    raise ValueError("Diff3MUNet(ieca_mode='pooled') needs the clean image `x0` for its image query")
-                condition, attention = self.pooled_attention(self._image_query(x0), tokens)
+                condition, attention = self.pooled_attention(self._image_query(x if x0 is None else x0), tokens)
                 decoder_embedding = self.condition_norm(time_embedding + self.condition_projection(condition))
             else:
                 context = tokens
@@ -224,11 +226,12 @@ class Diff3MUNet(nn.Module):
         )
         if self._attribution_blocks:
             attention = torch.stack([block.att_mat.mean(dim=(1, 2)) for block in self._attribution_blocks]).mean(dim=0)
+        self.ehr_attention = None if attention is None else attention.detach()
 
-        reconstruction = None
-        if self.use_pcm:
-            reconstruction = self._checkerboard_reconstruction(x, timesteps, time_embedding, decoder_embedding, context)
-        return Diff3MOutput(noise, reconstruction, attention)
+        if not (with_reconstruction and self.use_pcm):
+            return noise
+        reconstruction = self._checkerboard_reconstruction(x, timesteps, time_embedding, decoder_embedding, context)
+        return torch.cat([noise, reconstruction], dim=1)
 
     def _image_query(self, x0: torch.Tensor) -> torch.Tensor:
         """Max-pooled features of x₀ from a timestep-free encoder (a zero embedding leaves only the projection biases,
@@ -303,6 +306,19 @@ class Diff3MUNet(nn.Module):
             frozen += [self.image_encoder, self.image_query]
         for module in frozen:
             module.requires_grad_(False)
+
+
+def split_prediction(prediction: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ε̂, x̃_t) from what ``Diff3MUNet(..., with_reconstruction=True)`` returned for an image of ``channels``
+    channels; x̃_t is None when the network has no PCM branches (the prediction is ε̂ alone)."""
+    if prediction.shape[1] == channels:
+        return prediction, None
+    if prediction.shape[1] != 2 * channels:
+        raise ValueError(
+            f"a prediction for {channels}-channel images has {channels} or {2 * channels} channels, "
+            f"got {prediction.shape[1]}"
+        )
+    return prediction[:, :channels], prediction[:, channels:]
 
 
 def recombine_checkerboard(out1: torch.Tensor, out2: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def test_training_bundle_sets_the_switches_from_its_config_keys(tmp_path, determ
     parser = workflow.parser
     # on this CPU: fp32 (bf16 autocast is the CUDA default), and the loss is logged and checked every iteration
     assert parser.get_parsed_content("amp") is False and parser.get_parsed_content("log_every") == 1
-    assert parser.get_parsed_content("train#step").finite_check_every == 1
+    assert parser.get_parsed_content("train#finite_loss_check").check_every == 1
 
 
 def test_log_every_sets_the_loss_logs_and_the_finite_check(tmp_path):
@@ -60,4 +60,4 @@ def test_log_every_sets_the_loss_logs_and_the_finite_check(tmp_path):
     stats, tensorboard = parser.get_parsed_content("train#handlers#1"), parser.get_parsed_content("train#handlers#2")
     assert [i for i in range(1, 16) if stats.iteration_log(None, i)] == [5, 10, 15]
     assert tensorboard.iteration_log == 5
-    assert parser.get_parsed_content("train#step").finite_check_every == 5
+    assert parser.get_parsed_content("train#finite_loss_check").check_every == 5

@@ -20,12 +20,13 @@ from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseErro
 from monai_diff3m.inferers import SCORE_NAMES
 
 from run_locks import hold_lock_in_another_process
+from scored_batches import evaluator_step
 
 NAMES = [f"img{index}.png" for index in range(6)]
 
 
 def _batches(names=NAMES, batch_size=2):
-    """Scored batches as ``AnomalyScoringStep`` returns them (values from the image index)."""
+    """Batches with their scoring results (values from the image index), see ``evaluator_step``."""
     for start in range(0, len(names), batch_size):
         sources = names[start : start + batch_size]
         values = torch.arange(start, start + len(sources), dtype=torch.float32)
@@ -38,7 +39,6 @@ def _batches(names=NAMES, batch_size=2):
             "scores": {name: values.clone() for name in SCORE_NAMES},
             "ehr_attention": None,
             "source": sources,
-            "affine": None,
         }
 
 
@@ -52,12 +52,12 @@ def films(tmp_path_factory, monkeypatch):
 
 
 def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = False) -> AnomalyResultWriter:
-    outputs = list(_batches(names))
+    batches = list(_batches(names))
 
-    def step(engine, batch_index):
-        if batch_index == fail_at:
+    def step(engine, batch):
+        if engine.state.iteration - 1 == fail_at:
             raise RuntimeError("killed")
-        return outputs[batch_index]
+        return evaluator_step(engine, batch)
 
     engine = Engine(step)
     writer = AnomalyResultWriter(
@@ -67,7 +67,7 @@ def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = 
         overwrite=overwrite,
     )
     writer.attach(engine)
-    engine.run(range(len(outputs)), max_epochs=1)
+    engine.run(batches, max_epochs=1)
     return writer
 
 

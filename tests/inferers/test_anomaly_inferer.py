@@ -4,7 +4,7 @@ from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.inferers import SCORE_NAMES, Diff3MAnomalyInferer, ddim_steps, ddim_timesteps, image_scores
 from monai_diff3m.inferers.anomaly import image_noise, lowpass_sigma, predict_x0
-from monai_diff3m.networks import Diff3MOutput, Diff3MUNet
+from monai_diff3m.networks import Diff3MUNet
 
 SMALL = dict(
     channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
@@ -91,15 +91,18 @@ def test_noise_level_must_be_below_T():
 
 
 class _ConstantNetwork(torch.nn.Module):
-    """ε̂ = 1 and x̃_t = 1.6 everywhere; records the timesteps it is evaluated at."""
+    """ε̂ = 1 and x̃_t = 1.6 everywhere, no EHR attention; records the timesteps it is evaluated at."""
 
     def __init__(self) -> None:
         super().__init__()
         self.timesteps: list[int] = []
+        self.ehr_attention = None
 
-    def forward(self, x, timesteps, ehr=None, ehr_missing=None, x0=None):
+    def forward(self, x, timesteps, ehr=None, ehr_missing=None, x0=None, with_reconstruction=False):
         self.timesteps.append(int(timesteps[0]))
-        return Diff3MOutput(torch.ones_like(x), torch.full_like(x, 1.6), None)
+        if not with_reconstruction:
+            return torch.ones_like(x)
+        return torch.cat([torch.ones_like(x), torch.full_like(x, 1.6)], dim=1)
 
 
 def _schedule(alphas_cumprod: torch.Tensor) -> DDPMScheduler:

@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
-from monai_diff3m.networks import Diff3MUNet, EHRTokenizer, PooledEHRAttention
+from monai_diff3m.networks import Diff3MUNet, EHRTokenizer, PooledEHRAttention, split_prediction
 
 SMALL = dict(
     channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8, ehr_group_sizes=(5, 5)
@@ -26,27 +26,35 @@ def _inputs(batch: int = 2, size: int = 16):
     )
 
 
+def _outputs(net: Diff3MUNet, *args, **kwargs):
+    """(ε̂, x̃_t or None, EHR attention or None) of one forward pass."""
+    prediction = net(*args, **kwargs, with_reconstruction=True)
+    return (*split_prediction(prediction, args[0].shape[1]), net.ehr_attention)
+
+
 @pytest.mark.parametrize("mode", ["pooled", "spatial", "none"])
 @pytest.mark.parametrize("use_pcm", [False, True])
 def test_output_shapes_for_every_mode(mode, use_pcm):
     net = Diff3MUNet(ieca_mode=mode, use_pcm=use_pcm, **SMALL)
+    _randomise_zero_initialised(net)
     x, t, ehr, missing = _inputs()
-    out = net(x, t, ehr, missing, x0=x)
-    assert out.noise.shape == x.shape
-    assert (out.reconstruction is not None) == use_pcm
-    if use_pcm:
-        assert out.reconstruction.shape == x.shape
+    noise = net(x, t, ehr, missing, x0=x)
+    assert isinstance(noise, torch.Tensor) and noise.shape == x.shape  # ε̂ alone, as MONAI's networks return
+    stacked = net(x, t, ehr, missing, x0=x, with_reconstruction=True)
+    assert stacked.shape == (2, 2 if use_pcm else 1, 16, 16)
+    torch.testing.assert_close(stacked[:, :1], noise, rtol=0, atol=0)
     if mode == "none":
-        assert out.ehr_attention is None
+        assert net.ehr_attention is None
     else:
-        assert out.ehr_attention.shape == (2, 10)
-        assert torch.all(out.ehr_attention >= 0)
+        assert net.ehr_attention.shape == (2, 10) and not net.ehr_attention.requires_grad
+        assert torch.all(net.ehr_attention >= 0)
 
 
 def test_pooled_attention_sums_to_one_per_group():
     net = Diff3MUNet(ieca_mode="pooled", **SMALL)
     x, t, ehr, missing = _inputs()
-    weights = net(x, t, ehr, missing, x0=x).ehr_attention
+    net(x, t, ehr, missing, x0=x)
+    weights = net.ehr_attention
     torch.testing.assert_close(weights[:, :5].sum(dim=1), torch.ones(2))
     torch.testing.assert_close(weights[:, 5:].sum(dim=1), torch.ones(2))
 
@@ -56,22 +64,29 @@ def test_ehr_changes_the_prediction():
     for mode in ("pooled", "spatial"):
         net = Diff3MUNet(ieca_mode=mode, **SMALL)
         _randomise_zero_initialised(net)
-        assert not torch.allclose(net(x, t, ehr, missing, x0=x).noise, net(x, t, -ehr, missing, x0=x).noise)
+        assert not torch.allclose(net(x, t, ehr, missing, x0=x), net(x, t, -ehr, missing, x0=x))
 
 
 def test_image_only_baseline_equals_monai_unet_forward():
     net = Diff3MUNet(ieca_mode="none", **SMALL)
     _randomise_zero_initialised(net)
     x, t, _, _ = _inputs()
-    torch.testing.assert_close(net(x, t).noise, net.unet(x, t))
+    torch.testing.assert_close(net(x, t), net.unet(x, t))
 
 
-def test_missing_inputs_give_clear_errors():
+@pytest.mark.parametrize("mode", ["pooled", "spatial"])
+def test_image_alone_means_timestep_zero_no_ehr_known_and_x0_the_image(mode):
+    """What the Model Zoo's ``verify_net_in_out`` and ``ckpt_export`` feed: ``net(image)``."""
+    net = Diff3MUNet(ieca_mode=mode, **SMALL).eval()
+    _randomise_zero_initialised(net)
+    x, _, ehr, _ = _inputs()
+    expected = net(x, torch.zeros(2, dtype=torch.long), torch.zeros(2, 10), torch.ones(2, 10), x0=x)
+    torch.testing.assert_close(net(x), expected, rtol=0, atol=0)
+    assert not torch.allclose(net(x), net(x, torch.zeros(2, dtype=torch.long), ehr, torch.zeros(2, 10), x0=x))
+
+
+def test_wrong_inputs_give_clear_errors():
     x, t, ehr, missing = _inputs()
-    with pytest.raises(ValueError, match="needs `ehr`"):
-        Diff3MUNet(ieca_mode="pooled", **SMALL)(x, t)
-    with pytest.raises(ValueError, match="needs the clean image"):
-        Diff3MUNet(ieca_mode="pooled", **SMALL)(x, t, ehr, missing)
     with pytest.raises(ValueError, match="shape"):
         Diff3MUNet(ieca_mode="spatial", **SMALL)(x, t, ehr[:, :4], missing[:, :4])
     with pytest.raises(ValueError, match="ieca_mode"):
@@ -100,11 +115,11 @@ def test_pcm_branches_fill_the_pixels_they_could_not_see():
         torch.nn.init.normal_(p, std=0.1)
     x, t, _, _ = _inputs()
     net.pcm_encoders[1].requires_grad_(False)
-    recon = net(x, t).reconstruction
+    recon = _outputs(net, x, t)[1]
     with torch.no_grad():
         for p in net.pcm_encoders[0].parameters():
             p.add_(0.5)
-    changed = (net(x, t).reconstruction - recon).abs() > 1e-6
+    changed = (_outputs(net, x, t)[1] - recon).abs() > 1e-6
     m1 = (torch.arange(16).view(16, 1) + torch.arange(16).view(1, 16)) % 2 == 1
     assert changed[..., ~m1].all() and not changed[..., m1].any()
 
@@ -157,7 +172,7 @@ def test_network_recombines_with_the_chosen_masks(recombination, monkeypatch):
     monkeypatch.setattr(diff3m_unet, "recombine_checkerboard", recording)
     net = Diff3MUNet(ieca_mode="none", use_pcm=True, pcm_recombination=recombination, **SMALL)
     x = torch.zeros(2, 1, 16, 16)
-    net(x, torch.tensor([0, 500]))
+    net(x, torch.tensor([0, 500]), with_reconstruction=True)
     m1 = seen[0][0]
     assert m1.shape == ((2, 1, 16, 16) if recombination == "soft" else (1, 1, 16, 16))
     expected_hidden = 0.5 if recombination == "soft" else 0.0  # value of m1 on a pixel m1 hides, at t = 500
@@ -220,13 +235,12 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients(mode):
     x, t, ehr, missing = _inputs()
     results = []
     for net in (plain, checkpointed):
-        out = net(x, t, ehr, missing, x0=x)
-        (out.noise.square().mean() + out.reconstruction.square().mean()).backward()
+        out = _outputs(net, x, t, ehr, missing, x0=x)
+        (out[0].square().mean() + out[1].square().mean()).backward()
         results.append((out, {name: p.grad for name, p in net.named_parameters()}))
     (out_plain, grads_plain), (out_checkpointed, grads_checkpointed) = results
-    torch.testing.assert_close(out_checkpointed.noise, out_plain.noise, rtol=0, atol=0)
-    torch.testing.assert_close(out_checkpointed.reconstruction, out_plain.reconstruction, rtol=0, atol=0)
-    torch.testing.assert_close(out_checkpointed.ehr_attention, out_plain.ehr_attention, rtol=0, atol=0)
+    for checkpointed_output, plain_output in zip(out_checkpointed, out_plain):  # ε̂, x̃_t, EHR attention
+        torch.testing.assert_close(checkpointed_output, plain_output, rtol=0, atol=0)
     assert grads_plain.keys() == grads_checkpointed.keys()
     assert all(grads_plain[name] is not None for name in grads_plain if not name.startswith("image_encoder"))
     for name, grad in grads_plain.items():
@@ -264,7 +278,7 @@ def test_pcm_branches_batched_through_the_shared_decoder_equal_two_separate_pass
     _randomise_zero_initialised(net)
     x, t, ehr, missing = _inputs(batch=3)
     with torch.no_grad():
-        batched = net(x, t, ehr, missing).reconstruction
+        batched = _outputs(net, x, t, ehr, missing)[1]
         embedding = net.unet.time_embed(get_timestep_embedding(t, net.unet.block_out_channels[0]).to(x.dtype))
         context = net.ehr_tokenizer(ehr, missing)
         soft = [soften_mask(mask, t, 1000) for mask in checkerboard_masks((16, 16))]

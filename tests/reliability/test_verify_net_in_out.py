@@ -1,25 +1,34 @@
-"""The single-tensor view that the Model Zoo's ``verify_net_in_out`` and ``ckpt_export`` run (``network_def``).
-
-The command itself runs on a fresh copy of the bundle in ``tests/bundle/test_relocated_bundle.py``.
-"""
+"""The Model Zoo's ``verify_net_in_out`` and ``ckpt_export`` call ``network_def`` with an image alone: the network
+itself answers, with no adapter (the command runs on a fresh copy of the bundle in ``test_relocated_bundle.py``)."""
 
 import torch
+from monai.bundle import ConfigParser, verify_net_in_out
 
-from monai_diff3m.networks import Diff3MNoisePredictor, Diff3MUNet
+from monai_diff3m.checkpoints import read_checkpoint
+from monai_diff3m.networks import Diff3MUNet
+from monai_diff3m.packaged_bundle import bundle_dir
 
-SMALL = {"channels": (8, 16), "attention_levels": (False, True), "num_head_channels": 8, "norm_num_groups": 8}
-
-
-def test_noise_predictor_defaults_mean_missing_ehr_at_timestep_zero():
-    network = Diff3MUNet(**SMALL, ehr_group_sizes=(5,), ieca_mode="spatial")
-    x = torch.randn(2, 1, 16, 16)
-    expected = network(x, torch.zeros(2, dtype=torch.long), torch.zeros(2, 5), torch.ones(2, 5), x0=x).noise
-    torch.testing.assert_close(Diff3MNoisePredictor(network)(x), expected)
+CONFIGS = bundle_dir() / "configs"
 
 
-def test_noise_predictor_weights_carry_the_network_names_so_checkpoint_weights_load_into_it():
-    trained = Diff3MUNet(**SMALL, ieca_mode="pooled")
-    view = Diff3MNoisePredictor(Diff3MUNet(**SMALL, ieca_mode="pooled"))
-    assert list(view.state_dict()) == list(trained.state_dict())
-    view.load_state_dict(trained.state_dict())  # strict, as ckpt_export loads a checkpoint's "network" entry
-    assert all(torch.equal(view.network.state_dict()[key], value) for key, value in trained.state_dict().items())
+def test_stock_verify_net_in_out_runs_on_the_shipped_network(tmp_path):
+    """No trained model under ``bundle_root``: ``network_def`` is the shipped model's architecture."""
+    verify_net_in_out(
+        "network_def",
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        device="cpu",
+        bundle_root=str(tmp_path),
+    )
+
+
+def test_network_def_is_the_network_and_a_checkpoint_loads_into_it_strictly(tmp_path):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(tmp_path)})
+    network = parser.get_parsed_content("network_def")
+    assert type(network) is Diff3MUNet
+    shipped = read_checkpoint(bundle_dir() / "models" / "model.pt")["network"]
+    network.load_state_dict(shipped)  # strict, as ckpt_export loads a checkpoint's "network" entry
+    image = torch.rand(1, 1, 64, 64) * 2 - 1
+    assert network.eval()(image).shape == image.shape

@@ -19,6 +19,8 @@ from monai_diff3m.handlers import AnomalyResultWriter, HTMLReportHandler
 from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES
 from monai_diff3m.transforms import ehr_slot_names
 
+from scored_batches import evaluator_step
+
 SLOTS = ehr_slot_names(["demographics", "measurements"])
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "report.png"
@@ -37,7 +39,7 @@ def _films(folder: Path) -> list[dict]:
 
 
 def _batch(records: list[dict]) -> dict:
-    """What ``AnomalyScoringStep`` returns, at a 32x32 model size, with scores rising from film 0 to film 2."""
+    """A batch with its scoring results (``evaluator_step``) at a 32x32 model size, scores rising from film 0 to 2."""
     count = len(records)
     anomaly_map = torch.zeros(count, 1, 32, 32)
     anomaly_map[:, :, 8:16, 8:16] = torch.tensor([0.1, 0.3, 0.9]).view(count, 1, 1, 1)
@@ -67,7 +69,7 @@ def _score(tmp_path: Path, **writer_args) -> Path:
     records = _films(tmp_path / "films")
     output = tmp_path / "out"
     writer = AnomalyResultWriter(output, records, slot_names=SLOTS, **writer_args)
-    engine = Engine(lambda engine, batch: batch)
+    engine = Engine(evaluator_step)
     writer.attach(engine)
     HTMLReportHandler(writer, warnings=["trained on synthetic phantoms"]).attach(engine)
     engine.run([_batch(records)], max_epochs=1)

@@ -1,0 +1,86 @@
+"""Diff3M's training forward pass as a MONAI ``DiffusionInferer`` (docs/method.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.inferers import DiffusionInferer
+from monai.networks.schedulers import Scheduler
+
+from monai_diff3m.inferers.anomaly import predict_x0
+from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
+from monai_diff3m.networks.diff3m_unet import split_prediction
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
+
+
+class Diff3MDiffusionInferer(DiffusionInferer):
+    """Noise x₀ to x_t and predict ε̂ and, when the network has PCM branches, the checkerboard reconstruction x̃_t.
+
+    Called by MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` with what ``Diff3MPrepareBatch`` returns; the
+    prediction (ε̂, with x̃_t stacked after it on the channel axis) goes to ``Diff3MLoss``, the mixed loss
+    λ·MSE(ε̂, ε) + (1 − λ)·MSE(x̃_t, x_t). The checkerboard masking of x_t happens inside the network.
+
+    Args:
+        scheduler: the training noise schedule (``add_noise``).
+    """
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: torch.nn.Module,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        ehr: torch.Tensor | None = None,
+        ehr_missing: torch.Tensor | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        return diffusion_model(noisy, timesteps, ehr, ehr_missing, x0=x0, with_reconstruction=True)
+
+    def sample(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Not for Diff3M: MONAI's sampler passes ``context``; a twin comes from ``Diff3MAnomalyInferer``'s DDIM."""
+        raise NotImplementedError("Diff3M denoises with Diff3MAnomalyInferer (DDIM inversion and denoising)")
+
+
+class Diff3MValidationInferer(Diff3MDiffusionInferer):
+    """The training forward pass plus the images a validation pass shows in TensorBoard.
+
+    Returns a dict: ``prediction`` (what ``Diff3MDiffusionInferer`` returns, for the loss), the ``noisy`` input x_t,
+    the ``masked`` input x_t·m₁' one checkerboard branch sees, the one-step estimate ``x0_estimate`` (x̂₀ from x_t and
+    ε̂, clipped to ``image_range``) and, with PCM, the ``reconstruction`` x̃_t.
+
+    Args:
+        scheduler: the training noise schedule.
+        image_range: intensity range of the images, which x̂₀ is clipped to.
+    """
+
+    def __init__(self, scheduler: Scheduler, image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE) -> None:
+        super().__init__(scheduler)
+        self.image_range = tuple(float(bound) for bound in image_range)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: torch.nn.Module,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        ehr: torch.Tensor | None = None,
+        ehr_missing: torch.Tensor | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        prediction = super().__call__(inputs, diffusion_model, noise, timesteps, ehr, ehr_missing, x0)
+        noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        predicted_noise, reconstruction = split_prediction(prediction, inputs.shape[1])
+        m1, _ = checkerboard_masks((inputs.shape[-2], inputs.shape[-1]), device=inputs.device, dtype=inputs.dtype)
+        alpha_bar = self.scheduler.alphas_cumprod.to(inputs.device)[timesteps].view(-1, 1, 1, 1).to(inputs.dtype)
+        result = {
+            "prediction": prediction,
+            "noisy": noisy,
+            "masked": noisy * soften_mask(m1, timesteps, self.scheduler.num_train_timesteps),
+            "x0_estimate": predict_x0(noisy, predicted_noise.float(), alpha_bar, self.image_range),
+        }
+        if reconstruction is not None:
+            result["reconstruction"] = reconstruction.float()
+        return result
