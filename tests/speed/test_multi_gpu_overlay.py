@@ -49,3 +49,22 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
     assert len(list((tmp_path / "runs").rglob("events.out.tfevents.*"))) == 1
     assert not any(key.startswith("module.") for key in last["network"]) and "ema_network" in last
     assert set(last["ema_network"]) == set(last["network"])
+
+
+def test_the_overlay_names_every_writing_handler_by_id_and_leaves_only_training_itself_on_every_rank() -> None:
+    """Handlers are addressed by id, so a handler added to ``train.json`` cannot shift which ones the overlay turns
+    off; every handler but the validation trigger and the resume (which every rank needs) writes on rank 0 only."""
+    from monai.bundle import ConfigParser
+
+    from monai_diff3m.packaged_bundle import config_files
+
+    parser = ConfigParser()
+    parser.read_config(config_files("train.json", "multi_gpu_train.json"))
+    on_every_rank = {"train": {"validation", "resume"}, "validate": set()}
+    for engine, shared in on_every_rank.items():
+        handlers = parser.get(f"{engine}#handlers")
+        assert isinstance(handlers, dict), f"{engine}#handlers must be addressed by id"
+        rank0_only = {
+            name for name in handlers if parser.get(f"{engine}#handlers#{name}#_disabled_") == "@is_not_rank0"
+        }
+        assert rank0_only == set(handlers) - shared
