@@ -9,8 +9,11 @@ because both read it (so do ``metrics``, ``handlers`` and ``preprocessing``): ne
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 PATH = "Path"
@@ -25,15 +28,8 @@ LESION = "Lesion"
 #: Which row of the EHR CSV an image was scored with (``row 3: images/test/x.png``), a column of ``scores.csv``.
 EHR_ROW = "EHR row"
 
-SEX_VALUES = ("Male", "Female")
-VIEW_VALUES = ("AP", "PA")
 FRONTAL = "Frontal"
 LATERAL = "Lateral"
-
-#: Accepted spellings of each sex (compared upper-case after stripping spaces), the same for CSV cells and the
-#: DICOM ``PatientSex`` tag. ``O`` (DICOM's "other"), ``Other`` and ``Unknown`` have no slot: they are missing.
-SEX_SPELLINGS = {"M": "Male", "MALE": "Male", "F": "Female", "FEMALE": "Female"}
-SEX_MISSING_SPELLINGS = ("O", "OTHER", "U", "UNKNOWN")
 #: Patient positions that may follow AP/PA without changing the projection (``AP SUPINE``, ``PA_ERECT``).
 VIEW_POSITION_QUALIFIERS = (
     "SUPINE",
@@ -55,13 +51,8 @@ SYSTOLIC = "Systolic BP"
 DIASTOLIC = "Diastolic BP"
 HEIGHT = "Height"
 WEIGHT = "Weight"
-#: MIMIC-IV ``omr`` measurements in omr's own units: kg/m2, mmHg, mmHg, inches, lbs.
-MIMIC_EHR_COLUMNS = (BMI, SYSTOLIC, DIASTOLIC, HEIGHT, WEIGHT)
 
 REQUIRED_COLUMNS = (PATH, SEX, AGE, VIEW)
-#: The EHR every dataset has (the ``demographics`` group), and with MIMIC's measurements every EHR column.
-DEMOGRAPHIC_COLUMNS = (SEX, AGE, VIEW)
-EHR_COLUMNS = (*DEMOGRAPHIC_COLUMNS, *MIMIC_EHR_COLUMNS)
 #: The columns every dataset CSV has, in the order the writers put them (MIMIC appends ``MIMIC_EHR_COLUMNS``).
 CSV_COLUMNS = (PATH, PATIENT_ID, SEX, AGE, FRONTAL_LATERAL, VIEW, NO_FINDING)
 
@@ -76,22 +67,14 @@ def is_missing(value: Any) -> bool:
 
 
 def canonical_sex(value: Any, field: str = SEX) -> str | None:
-    """``Male``/``Female`` from any spelling of :data:`SEX_SPELLINGS` (case and surrounding spaces ignored); None
-    for a missing value or one of :data:`SEX_MISSING_SPELLINGS`. The one sex vocabulary of CSV and DICOM readers.
+    """``Male``/``Female`` from any spelling the table accepts (``M``, ``female``; case and surrounding spaces
+    ignored); None for a missing value or a missing spelling (``O``, ``Other``, ``Unknown``). The one sex vocabulary
+    of CSV and DICOM readers.
 
     Raises:
         ValueError: any other value; the message names ``field`` and the value.
     """
-    if is_missing(value):
-        return None
-    text = str(value).strip().upper()
-    if text in SEX_SPELLINGS:
-        return SEX_SPELLINGS[text]
-    if text in SEX_MISSING_SPELLINGS:
-        return None
-    raise ValueError(
-        f"{field} {value!r} is not a sex: expected Male/M or Female/F (any case), or O/Other/Unknown/empty for missing"
-    )
+    return ehr_field(SEX).canonical(value, field)
 
 
 def canonical_view(value: Any, field: str = VIEW) -> str | None:
@@ -154,26 +137,202 @@ def anomaly_label(no_finding: Any) -> int:
 #: Oldest plausible age in years; larger values are data-entry errors, rejected rather than silently encoded.
 MAX_AGE_YEARS = 120.0
 
-#: Plausible range of every numeric EHR field, in its CSV unit (MIMIC-IV ``omr``: kg/m2, mmHg, inches, lbs), wide
-#: enough for children and extreme adults. A value outside is a data-entry error (BMI 2500, Height 1e9, a height in
-#: cm): refused with its record and field named, never encoded or fitted into the statistics.
-PLAUSIBLE_RANGES = {
-    AGE: (0.0, MAX_AGE_YEARS),
-    BMI: (5.0, 150.0),
-    SYSTOLIC: (40.0, 300.0),
-    DIASTOLIC: (10.0, 200.0),
-    HEIGHT: (10.0, 110.0),
-    WEIGHT: (1.0, 1500.0),
-}
-UNITS = {AGE: "years", BMI: "kg/m2", SYSTOLIC: "mmHg", DIASTOLIC: "mmHg", HEIGHT: "inches", WEIGHT: "lbs"}
+# ------------------------------------------------------------------------------------------- the EHR field table
+
+#: Normalisers of a numeric field: ``age_range`` maps (value - low)/(high - low) with ``EncodeEHRd``'s
+#: ``age_range``; ``zscore`` standardises with the training split's statistics (``EHRStatistics``).
+NORMALISERS = ("age_range", "zscore")
+
+
+@dataclass(frozen=True)
+class OmrSource:
+    """Where the MIMIC pipeline reads a field: a MIMIC-IV ``hosp/omr`` ``result_name`` and, for a
+    ``"systolic/diastolic"`` text such as blood pressure, which half (0 or 1); ``None`` when the text is one number."""
+
+    result_name: str
+    part: int | None = None
+
+
+@dataclass(frozen=True)
+class EHRField:
+    """One EHR field: everything the readers, the encoder, the statistics, the network size, the EHR-only baseline,
+    the phantoms and the MIMIC pipeline need to know about it. Adding a field to :data:`EHR_FIELDS` is the one edit
+    that adds it everywhere.
+
+    Args:
+        name: the CSV column and record key.
+        group: the token group it belongs to (``demographics``: every dataset; ``measurements``: MIMIC-IV ``omr``).
+            The network attends over each group's tokens separately; a new name makes a new group.
+        categories: a categorical field's canonical values, one one-hot slot each, in slot order; empty for a
+            numeric field (one slot).
+        spellings: a categorical field's accepted spellings (upper-case, e.g. ``{"M": "Male"}``) beside the
+            categories themselves (any case).
+        missing_spellings: spellings that mean "unknown" and encode as missing (DICOM's ``O`` for sex).
+        reader: a categorical reader ``(value, where) -> category | None`` that replaces the spelling table, for
+            vocabularies a table cannot say (a view code followed by a patient position, lateral views refused).
+        normaliser: a numeric field's encoding, one of :data:`NORMALISERS`.
+        plausible_range: a numeric field's (low, high) in ``unit``; a value outside is refused as a data-entry error.
+        unit: a numeric field's unit in the CSV.
+        dicom_tag: the DICOM keyword the DICOM folder reader takes the field from (``None``: not in DICOM headers);
+            an ``AS`` tag is read as an age in years, other numeric tags as numbers, categorical ones by the reader.
+        omr: the MIMIC-IV ``omr`` record the MIMIC pipeline fills it from (``None``: not an ``omr`` measurement).
+    """
+
+    name: str
+    group: str
+    categories: tuple[str, ...] = ()
+    spellings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    missing_spellings: tuple[str, ...] = ()
+    reader: Callable[[Any, str], str | None] | None = None
+    normaliser: str = "zscore"
+    plausible_range: tuple[float, float] | None = None
+    unit: str = ""
+    dicom_tag: str | None = None
+    omr: OmrSource | None = None
+
+    def __post_init__(self) -> None:
+        if self.categories:
+            unknown = sorted(set(self.spellings.values()) - set(self.categories))
+            if unknown:
+                raise ValueError(f"EHR field {self.name!r}: spellings map to {unknown}, not to {self.categories}")
+        elif self.normaliser not in NORMALISERS or self.plausible_range is None or not self.unit:
+            raise ValueError(
+                f"numeric EHR field {self.name!r} needs a normaliser of {NORMALISERS}, a plausible_range and a unit"
+            )
+
+    @property
+    def is_categorical(self) -> bool:
+        return bool(self.categories)
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """Token names: ``Sex=Male``, ``Sex=Female`` for a categorical field, the column name for a numeric one."""
+        return tuple(f"{self.name}={category}" for category in self.categories) if self.categories else (self.name,)
+
+    def canonical(self, value: Any, where: str | None = None) -> str | None:
+        """A categorical value in the field's vocabulary (case and surrounding spaces ignored), None when missing.
+
+        Raises:
+            ValueError: a value outside the vocabulary; the message names ``where`` (default: the column) and value.
+        """
+        where = self.name if where is None else where
+        if self.reader is not None:
+            return self.reader(value, where)
+        if is_missing(value):
+            return None
+        text = str(value).strip().upper()
+        accepted = {**{category.upper(): category for category in self.categories}, **self.spellings}
+        if text in accepted:
+            return accepted[text]
+        if text in self.missing_spellings:
+            return None
+        options = " or ".join(
+            "/".join([category, *(s for s, c in self.spellings.items() if c == category and s != category.upper())])
+            for category in self.categories
+        )
+        unknown = "/".join(s if len(s) == 1 else s.capitalize() for s in self.missing_spellings)
+        raise ValueError(
+            f"{where} {value!r} is not a {self.name.lower()}: expected {options} (any case), "
+            f"or {unknown + '/' if unknown else ''}empty for missing"
+        )
+
+    def implausible(self, value: float) -> str | None:
+        """Why ``value`` cannot be this numeric field (``"BMI 2500 is outside the plausible range [5, 150] kg/m2"``)."""
+        assert self.plausible_range is not None
+        low, high = self.plausible_range
+        if low <= value <= high:
+            return None
+        return f"{self.name} {value:g} is outside the plausible range [{low:g}, {high:g}] {self.unit}"
+
+
+#: Every EHR field, in token order within each group. Units follow MIMIC-IV ``omr`` (kg/m2, mmHg, inches, lbs);
+#: plausible ranges are wide enough for children and extreme adults, so a value outside (BMI 2500, Height 1e9, a
+#: height in cm) is a data-entry error, refused with its record and field named, never encoded or fitted.
+EHR_FIELDS: tuple[EHRField, ...] = (
+    EHRField(
+        AGE, "demographics", normaliser="age_range", plausible_range=(0.0, MAX_AGE_YEARS), unit="years",
+        dicom_tag="PatientAge",
+    ),
+    EHRField(
+        SEX, "demographics", categories=("Male", "Female"),
+        spellings={"M": "Male", "MALE": "Male", "F": "Female", "FEMALE": "Female"},
+        missing_spellings=("O", "OTHER", "U", "UNKNOWN"), dicom_tag="PatientSex",
+    ),
+    EHRField(VIEW, "demographics", categories=("AP", "PA"), reader=canonical_view, dicom_tag="ViewPosition"),
+    EHRField(BMI, "measurements", plausible_range=(5.0, 150.0), unit="kg/m2", omr=OmrSource("BMI (kg/m2)")),
+    EHRField(SYSTOLIC, "measurements", plausible_range=(40.0, 300.0), unit="mmHg", omr=OmrSource("Blood Pressure", 0)),
+    EHRField(DIASTOLIC, "measurements", plausible_range=(10.0, 200.0), unit="mmHg", omr=OmrSource("Blood Pressure", 1)),
+    EHRField(HEIGHT, "measurements", plausible_range=(10.0, 110.0), unit="inches", omr=OmrSource("Height (Inches)")),
+    EHRField(WEIGHT, "measurements", plausible_range=(1.0, 1500.0), unit="lbs", omr=OmrSource("Weight (Lbs)")),
+)  # fmt: skip
+
+
+def ehr_groups() -> tuple[str, ...]:
+    """The token groups of :data:`EHR_FIELDS`, in table order."""
+    return tuple(dict.fromkeys(field.group for field in EHR_FIELDS))
+
+
+def ehr_fields(groups: Sequence[str] | None = None) -> tuple[EHRField, ...]:
+    """The fields of ``groups`` (default: all), group by group in the order given, each in table (token) order.
+
+    Raises:
+        ValueError: ``groups`` is empty or names a group no field has.
+    """
+    if groups is None:
+        return EHR_FIELDS
+    known = ehr_groups()
+    if not groups or any(group not in known for group in groups):
+        raise ValueError(f"EHR groups must be a non-empty subset of {list(known)}, got {list(groups)}")
+    return tuple(field for group in groups for field in EHR_FIELDS if field.group == group)
+
+
+def ehr_field(name: str) -> EHRField:
+    """The field of column ``name``; ``KeyError`` naming the known columns otherwise."""
+    for candidate in EHR_FIELDS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"{name!r} is not an EHR field; the fields are {[field.name for field in EHR_FIELDS]}")
+
+
+def ehr_columns(groups: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The columns of ``groups`` (default: all) in the order the CSV writers put them: those of
+    :data:`CSV_COLUMNS` (sex, age, view) first, then the rest in table order (MIMIC's measurements)."""
+    names = [field.name for field in ehr_fields(groups)]
+    return (
+        *(column for column in CSV_COLUMNS if column in names),
+        *(name for name in names if name not in CSV_COLUMNS),
+    )
+
+
+def omr_sources() -> dict[str, tuple[str, ...]]:
+    """Every ``omr`` result name the MIMIC pipeline reads, and the column(s) it fills in part order."""
+    sources: dict[str, list[EHRField]] = {}
+    for candidate in EHR_FIELDS:
+        if candidate.omr is not None:
+            sources.setdefault(candidate.omr.result_name, []).append(candidate)
+    return {
+        name: tuple(field.name for field in sorted(fields, key=lambda field: field.omr.part or 0))  # type: ignore[union-attr]
+        for name, fields in sources.items()
+    }
 
 
 def implausible(column: str, value: float) -> str | None:
     """Why ``value`` cannot be a ``column`` (``"BMI 2500 is outside the plausible range [5, 150] kg/m2"``), or None."""
-    low, high = PLAUSIBLE_RANGES[column]
-    if low <= value <= high:
-        return None
-    return f"{column} {value:g} is outside the plausible range [{low:g}, {high:g}] {UNITS[column]}"
+    return ehr_field(column).implausible(value)
+
+
+#: Vocabularies, column lists and ranges of the table above (derived: edit :data:`EHR_FIELDS`, not these). They
+#: are taken when the module is imported; code that must follow a table extended at run time calls the functions.
+SEX_VALUES = ehr_field(SEX).categories
+VIEW_VALUES = ehr_field(VIEW).categories
+SEX_SPELLINGS = dict(ehr_field(SEX).spellings)
+SEX_MISSING_SPELLINGS = ehr_field(SEX).missing_spellings
+#: The EHR every dataset has (the ``demographics`` group), MIMIC-IV ``omr``'s measurements, and every EHR column.
+DEMOGRAPHIC_COLUMNS = ehr_columns(["demographics"])
+MIMIC_EHR_COLUMNS = ehr_columns(["measurements"])
+EHR_COLUMNS = ehr_columns()
+PLAUSIBLE_RANGES = {field.name: field.plausible_range for field in EHR_FIELDS if field.plausible_range is not None}
+UNITS = {field.name: field.unit for field in EHR_FIELDS if field.unit}
 
 
 #: Age bands used for subgroup evaluation: (label, lower bound inclusive, upper bound exclusive).

@@ -1,6 +1,5 @@
 from monai_diff3m.transforms.ehr import (
     DEFAULT_AGE_RANGE,
-    EHR_GROUP_SLOTS,
     EHRStatistics,
     EHRStatisticsError,
     EHRValueError,
@@ -10,6 +9,7 @@ from monai_diff3m.transforms.ehr import (
     fit_and_save_ehr_statistics,
     missing_ehr_fractions,
     warn_missing_ehr,
+    zscored_columns,
 )
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, ImageLoadError, LoadChestXRayd
 from monai_diff3m.transforms.intensity import INTENSITY_MODES, NormaliseChestXRayd

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +31,6 @@ logger = logging.getLogger(__name__)
 #: give the same family of models and differ only in where training starts.
 DEFAULT_AGE_RANGE = (0.0, 100.0)
 
-#: Slots of each EHR group, in token order. "demographics" exists for CheXpert and MIMIC, "measurements" for MIMIC.
-EHR_GROUP_SLOTS: dict[str, tuple[str, ...]] = {
-    "demographics": (
-        schema.AGE,
-        *(f"{schema.SEX}={value}" for value in schema.SEX_VALUES),
-        *(f"{schema.VIEW}={value}" for value in schema.VIEW_VALUES),
-    ),
-    "measurements": schema.MIMIC_EHR_COLUMNS,
-}
-#: One-hot fields, their categories and the reader of every accepted spelling; every other field is one numeric slot.
-_VOCABULARIES: dict[str, tuple[str, ...]] = {schema.SEX: schema.SEX_VALUES, schema.VIEW: schema.VIEW_VALUES}
-_CANONICAL: dict[str, Callable[[Any, str], str | None]] = {
-    schema.SEX: schema.canonical_sex,
-    schema.VIEW: schema.canonical_view,
-}
-_GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
-    "demographics": (schema.AGE, schema.SEX, schema.VIEW),
-    "measurements": schema.MIMIC_EHR_COLUMNS,
-}
-
 
 class EHRValueError(ValueError):
     """An EHR value is missing where required, or not what the field expects; the message names record and field."""
@@ -62,19 +42,20 @@ class EHRStatisticsError(ValueError):
 
 def ehr_slot_names(groups: Sequence[str]) -> list[str]:
     """Token names, in order, for the chosen EHR groups (used for attribution columns and docs)."""
-    return [slot for group in _check_groups(groups) for slot in EHR_GROUP_SLOTS[group]]
+    return [slot for field in schema.ehr_fields(groups) for slot in field.slots]
 
 
 def ehr_group_sizes(groups: Sequence[str]) -> list[int]:
     """Number of tokens per group, the ``ehr_group_sizes`` argument of ``Diff3MUNet``."""
-    return [len(EHR_GROUP_SLOTS[group]) for group in _check_groups(groups)]
+    schema.ehr_fields(groups)
+    return [len(ehr_slot_names([group])) for group in groups]
 
 
-def _check_groups(groups: Sequence[str]) -> Sequence[str]:
-    unknown = [group for group in groups if group not in EHR_GROUP_SLOTS]
-    if unknown or not groups:
-        raise ValueError(f"EHR groups must be a non-empty subset of {list(EHR_GROUP_SLOTS)}, got {list(groups)}")
-    return groups
+def zscored_columns(groups: Sequence[str] | None = None) -> list[str]:
+    """The numeric columns of ``groups`` (default: all) that are z-scored with the training statistics."""
+    return [
+        field.name for field in schema.ehr_fields(groups) if not field.is_categorical and field.normaliser == "zscore"
+    ]
 
 
 def _is_missing(value: Any) -> bool:
@@ -102,10 +83,12 @@ class EHRStatistics:
     def fit(
         cls,
         records: Iterable[Mapping[str, Any]],
-        columns: Sequence[str] = schema.MIMIC_EHR_COLUMNS,
+        columns: Sequence[str] | None = None,
         robust: bool = True,
     ) -> EHRStatistics:
-        """Fit on ``records``; ``robust=False`` gives the mean and standard deviation, as the authors' code."""
+        """Fit ``columns`` (default: every z-scored field, :func:`zscored_columns`) on ``records``; ``robust=False``
+        gives the mean and standard deviation, as the authors' code."""
+        columns = zscored_columns() if columns is None else columns
         values: dict[str, list[float]] = {column: [] for column in columns}
         for record in records:
             for column in columns:
@@ -182,7 +165,7 @@ def fit_and_save_ehr_statistics(records: Sequence[Mapping[str, Any]], path: str 
 
 def missing_ehr_fractions(records: Sequence[Mapping[str, Any]], groups: Sequence[str]) -> dict[str, float]:
     """Fraction of ``records`` whose value of each field of ``groups`` is absent or empty, in field order."""
-    columns = [column for group in _check_groups(groups) for column in _GROUP_COLUMNS[group]]
+    columns = [field.name for field in schema.ehr_fields(groups)]
     total = max(len(records), 1)
     return {column: sum(_is_missing(record.get(column)) for record in records) / total for column in columns}
 
@@ -229,8 +212,10 @@ class EncodeEHRd(MapTransform):
     """Encode the raw EHR fields of a record into ``output_key`` (float32 slots) and ``output_key + '_missing'``.
 
     Args:
-        groups: EHR groups to encode, a subset of ``EHR_GROUP_SLOTS`` ("demographics", "measurements").
-        statistics: training-split statistics for the measurements, an ``EHRStatistics`` or a path to its JSON.
+        groups: EHR groups to encode, a subset of ``schema.ehr_groups()`` ("demographics", "measurements"); each
+            field of ``schema.EHR_FIELDS`` in a group becomes its slots (one-hot categories or one number).
+        statistics: training-split statistics for the z-scored fields (the measurements), an ``EHRStatistics`` or a
+            path to its JSON; unused when no field of ``groups`` is z-scored.
         required: fields that must be present; a missing one raises ``EHRValueError`` naming record and field.
             Inference on DICOM tags passes ``()`` so absent tags become explicit "missing" tokens.
         output_key: key of the encoded slots; the missing mask goes to ``output_key + "_missing"``.
@@ -247,13 +232,15 @@ class EncodeEHRd(MapTransform):
         allow_missing_keys: bool = False,
         age_range: Sequence[float] = DEFAULT_AGE_RANGE,
     ) -> None:
-        self.groups = tuple(_check_groups(groups))
-        keys: KeysCollection = [column for group in self.groups for column in _GROUP_COLUMNS[group]]
+        self.groups = tuple(groups)
+        self.fields = schema.ehr_fields(self.groups)
+        keys: KeysCollection = [field.name for field in self.fields]
         super().__init__(keys, allow_missing_keys)
-        if "measurements" not in self.groups:
+        zscored = zscored_columns(self.groups)
+        if not zscored:
             statistics = None  # demographics are not z-scored: a missing or damaged statistics file must not stop them
         elif statistics is None:
-            raise ValueError("EncodeEHRd needs training-split `statistics` to z-score the measurements group")
+            raise ValueError(f"EncodeEHRd needs training-split `statistics` to z-score {zscored} (measurements group)")
         elif not isinstance(statistics, EHRStatistics):
             statistics = EHRStatistics.load(statistics)
         self.statistics = statistics
@@ -271,32 +258,32 @@ class EncodeEHRd(MapTransform):
                 raise EHRValueError(f"{_record_name(record)}: EHR field {key!r} is absent from the record")
         values: list[float] = []
         missing: list[float] = []
-        for group in self.groups:
-            for column in _GROUP_COLUMNS[group]:
-                slot_values, slot_missing = self._encode_field(column, record.get(column), record)
-                values.extend(slot_values)
-                missing.extend([float(slot_missing)] * len(slot_values))
+        for field in self.fields:
+            slot_values, slot_missing = self._encode_field(field, record.get(field.name), record)
+            values.extend(slot_values)
+            missing.extend([float(slot_missing)] * len(slot_values))
         record[self.output_key] = np.asarray(values, dtype=np.float32)
         record[f"{self.output_key}_missing"] = np.asarray(missing, dtype=np.float32)
         return record
 
-    def _encode_field(self, column: str, value: Any, record: Mapping[Any, Any]) -> tuple[list[float], bool]:
-        if column in _CANONICAL:
+    def _encode_field(self, field: schema.EHRField, value: Any, record: Mapping[Any, Any]) -> tuple[list[float], bool]:
+        column = field.name
+        if field.is_categorical:
             try:
-                value = _CANONICAL[column](value, repr(column))
+                value = field.canonical(value, repr(column))
             except ValueError as error:
                 raise EHRValueError(f"{_record_name(record)}: field {error}") from error
         if _is_missing(value):
             if column in self.required:
                 raise EHRValueError(f"{_record_name(record)}: required EHR field {column!r} is missing (NaN/empty)")
-            return [0.0] * len(_VOCABULARIES.get(column, (column,))), True
-        if column in _VOCABULARIES:
-            return [1.0 if value == option else 0.0 for option in _VOCABULARIES[column]], False
+            return [0.0] * len(field.slots), True
+        if field.is_categorical:
+            return [1.0 if value == category else 0.0 for category in field.categories], False
         number = _to_float(value, column, record)
-        problem = schema.implausible(column, number)
+        problem = field.implausible(number)
         if problem:
             raise EHRValueError(f"{_record_name(record)}: field {column!r}: {problem} (got {value!r})")
-        if column == schema.AGE:
+        if field.normaliser == "age_range":
             low, high = self.age_range
             return [(number - low) / (high - low)], False
         assert self.statistics is not None
