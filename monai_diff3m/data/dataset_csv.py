@@ -81,6 +81,8 @@ def read_dataset_csv(
         patients: list[str | None] = patient_ids(table, str(csv_path)).tolist()
     except SplitError:
         patients = [None] * len(table)
+    schema_columns = {*schema.CSV_COLUMNS, schema.LESION, *schema.ehr_columns()}
+    categorical = [field for field in schema.ehr_fields() if field.is_categorical and field.name in table.columns]
     records = []
     for row_number, row, patient in zip(table.index + 2, table.to_dict("records"), patients):
         relative = _optional_str(row[schema.PATH])
@@ -89,9 +91,9 @@ def read_dataset_csv(
         image_path = root / relative
         if check_files and not image_path.is_file():
             raise DatasetCSVError(f"{csv_path} row {row_number}: image {image_path} does not exist")
-        record: dict[str, Any] = {key: value for key, value in row.items() if key in _SCHEMA_COLUMNS}
-        record[schema.SEX] = _canonical_or_raw(schema.canonical_sex, record[schema.SEX])
-        record[schema.VIEW] = _canonical_or_raw(schema.canonical_view, record[schema.VIEW])
+        record: dict[str, Any] = {key: value for key, value in row.items() if key in schema_columns}
+        for field in categorical:
+            record[field.name] = _canonical_or_raw(field.canonical, record[field.name])
         record[IMAGE_KEY] = str(image_path)
         record["source"] = f"{csv_path} row {row_number}"
         if patient is not None:
@@ -105,9 +107,9 @@ def read_dataset_csv(
 
 
 def _canonical_or_raw(canonical: Callable[[Any], str | None], value: Any) -> Any:
-    """The schema spelling of a sex/view cell (``m`` -> ``Male``), so subgroups do not split by spelling; a value
-    outside the vocabulary is kept as read, for ``EncodeEHRd`` to report with its record (at inference one bad row
-    is a ``failures.csv`` row, not a dead run)."""
+    """The schema spelling of a categorical cell (sex, view: ``m`` -> ``Male``), so subgroups do not split by
+    spelling; a value outside the vocabulary is kept as read, for ``EncodeEHRd`` to report with its record (at
+    inference one bad row is a ``failures.csv`` row, not a dead run)."""
     try:
         return canonical(value)
     except ValueError:
@@ -127,6 +129,3 @@ def _anomaly_label(no_finding: Any, csv_path: Path, row_number: int) -> int:
         return schema.anomaly_label(no_finding)
     except ValueError as error:
         raise DatasetCSVError(f"{csv_path} row {row_number}: {error}") from error
-
-
-_SCHEMA_COLUMNS = frozenset((*schema.CSV_COLUMNS, schema.LESION, *schema.MIMIC_EHR_COLUMNS))

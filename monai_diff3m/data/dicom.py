@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from pydicom.datadict import dictionary_VR
 
 from monai_diff3m.data.csv_files import read_csv_file
 from monai_diff3m.data.input_files import files_under
@@ -29,9 +30,12 @@ from monai_diff3m.schema import (
     REQUIRED_COLUMNS,
     SEX,
     VIEW,
+    EHRField,
     canonical_frontal_lateral,
-    canonical_sex,
-    canonical_view,
+    ehr_columns,
+    ehr_field,
+    ehr_fields,
+    is_missing,
 )
 from monai_diff3m.transforms.image import ImageLoadError, is_dicom_file, read_dicom_dataset
 
@@ -75,23 +79,38 @@ def parse_dicom_age(value: str | None) -> float | None:
 def parse_dicom_sex(value: str | None) -> str | None:
     """PatientSex as the schema's sex vocabulary (:func:`~monai_diff3m.schema.canonical_sex`, shared with CSVs):
     ``M``/``F`` in any case; ``O`` or empty is an explicitly missing value."""
-    try:
-        return canonical_sex(value, "PatientSex")
-    except ValueError as err:
-        raise DicomTagError(str(err)) from err
+    return read_dicom_tag(ehr_field(SEX), value)
 
 
 def parse_view_position(value: str | None) -> str | None:
     """ViewPosition as the schema's view vocabulary (:func:`~monai_diff3m.schema.canonical_view`, shared with
     CSVs): ``AP``/``PA`` in any case, optionally with a position (``AP SUPINE``); empty -> None; lateral rejected."""
+    return read_dicom_tag(ehr_field(VIEW), value)
+
+
+def read_dicom_tag(field: EHRField, value: object) -> str | float | None:
+    """The value of ``field`` from its DICOM tag (``field.dicom_tag``): a categorical field in the schema's
+    vocabulary, an age string (VR ``AS``) in years, any other numeric tag as a number; empty -> None.
+
+    Raises:
+        DicomTagError: a value the field does not accept; the message names the tag.
+    """
+    tag = str(field.dicom_tag)
     try:
-        return canonical_view(value, "ViewPosition")
+        if field.is_categorical:
+            return field.canonical(value, tag)
+        if dictionary_VR(tag) == "AS":
+            return parse_dicom_age(None if value is None else str(value))
+        return None if is_missing(value) else float(value)  # type: ignore[arg-type]
+    except DicomTagError:
+        raise
     except ValueError as err:
-        raise DicomTagError(str(err)) from err
+        raise DicomTagError(str(err) if field.is_categorical else f"{tag} {value!r} is not a number") from err
 
 
 def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:
-    """Read PatientSex, PatientAge and ViewPosition from a DICOM header into a schema record (pixels not read).
+    """Read the EHR fields that have a DICOM tag (``schema.EHR_FIELDS``: PatientSex, PatientAge, ViewPosition) from
+    a DICOM header into a schema record (pixels not read).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -105,12 +124,11 @@ def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:
         raise ImageLoadError(
             f"DICOM {path} has no Rows/Columns: it is not an image (SOP class {ds.get('SOPClassUID')})"
         )
+    tagged = [ehr_field(column) for column in ehr_columns() if ehr_field(column).dicom_tag is not None]
     try:
         return {
             PATH: str(path),
-            SEX: parse_dicom_sex(ds.get("PatientSex")),
-            AGE: parse_dicom_age(ds.get("PatientAge")),
-            VIEW: parse_view_position(ds.get("ViewPosition")),
+            **{field.name: read_dicom_tag(field, ds.get(str(field.dicom_tag))) for field in tagged},
             FRONTAL_LATERAL: FRONTAL,
         }
     except DicomTagError as err:
@@ -149,9 +167,16 @@ def _read_ehr_csv(ehr_csv: str | os.PathLike) -> pd.DataFrame:
 
 
 def _canonical_ehr_row(row: dict[str, object]) -> dict[str, object]:
-    """The row with sex and view in the schema vocabulary; values the DICOM reader would reject raise ``ValueError``,
-    so CSV- and DICOM-sourced records mean the same."""
-    row = {**row, SEX: canonical_sex(row[SEX]), VIEW: canonical_view(row[VIEW])}
+    """The row with its categorical fields (sex, view) in the schema vocabulary; values the DICOM reader would reject
+    raise ``ValueError``, so CSV- and DICOM-sourced records mean the same."""
+    row = {
+        **row,
+        **{
+            field.name: field.canonical(row[field.name])
+            for field in ehr_fields()
+            if field.is_categorical and field.name in row
+        },
+    }
     if canonical_frontal_lateral(row.get(FRONTAL_LATERAL)) not in (None, FRONTAL):
         raise ValueError(f"{FRONTAL_LATERAL} = {row[FRONTAL_LATERAL]!r}: lateral films are not supported")
     age = 0.0 if row[AGE] is None else pd.to_numeric(row[AGE], errors="coerce")
