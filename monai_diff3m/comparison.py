@@ -96,12 +96,17 @@ def csv_dataset(
 ) -> SplitDataset:
     """A patient-level split of ``csv_path`` written under ``<bundle_root>/data/<name>_split<seed>``.
 
-    The EHR groups follow the CSV: demographics always, the MIMIC measurements when it has all their columns.
+    The EHR groups follow the CSV: demographics always, every other group (the MIMIC measurements) when it has all
+    of that group's columns.
     """
     name = f"{Path(csv_path).parent.name}_{Path(csv_path).stem}"
     csvs = write_patient_splits(csv_path, Path(bundle_root) / "data" / f"{name}_split{split_seed}", seed=split_seed)
     columns = pd.read_csv(csv_path, nrows=0).columns
-    groups = ["demographics"] + (["measurements"] if set(schema.MIMIC_EHR_COLUMNS) <= set(columns) else [])
+    groups = [
+        group
+        for group in schema.ehr_groups()
+        if group == "demographics" or set(schema.ehr_columns([group])) <= set(columns)
+    ]
     root = image_root or str(Path(csv_path).parent)
     train: dict[str, Any] = {
         "train_csv": str(csvs["train"]),
@@ -194,7 +199,7 @@ def one_film_per_patient_metrics(
 
 def ehr_columns_of(ehr_groups: Sequence[str]) -> list[str]:
     """The EHR columns the model reads for its EHR groups (the EHR-only row uses the same)."""
-    return list(schema.EHR_COLUMNS if "measurements" in ehr_groups else schema.DEMOGRAPHIC_COLUMNS)
+    return list(schema.ehr_columns(ehr_groups))
 
 
 def has_informative_ehr(csv_path: str, columns: Sequence[str]) -> bool:
@@ -343,7 +348,7 @@ def compare(
 ) -> dict[str, dict[str, Any]]:
     """Every method and EHR row for every seed; each row holds the first seed's full metrics and ``seed_auroc``."""
     results: dict[str, dict[str, Any]] = {}
-    ehr_columns = ehr_columns_of(dataset.train_overrides.get("ehr_groups", ["demographics", "measurements"]))
+    ehr_columns = ehr_columns_of(dataset.train_overrides.get("ehr_groups", schema.ehr_groups()))
     image_root = dataset.score_overrides.get("image_root")
     for seed in seeds:
         rows: dict[str, dict[str, Any]] = {}

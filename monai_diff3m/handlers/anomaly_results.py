@@ -181,7 +181,7 @@ class AnomalyResultWriter:
             if self.reference_scores.size:
                 row[PERCENTILE_COLUMN] = round(self.percentile(score), 1)
             row.update(
-                {column: record.get(column) for column in (*RECORD_COLUMNS, *schema.EHR_COLUMNS) if column in record}
+                {column: record.get(column) for column in (*RECORD_COLUMNS, *schema.ehr_columns()) if column in record}
             )
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:

@@ -15,6 +15,7 @@ Two questions every image score on real films must answer:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,14 +29,17 @@ _SCORE_FLOOR = 1e-12
 
 def ehr_columns(table: pd.DataFrame) -> list[str]:
     """The EHR columns of ``table`` the model can see: sex, age, view, and the MIMIC measurements it holds."""
-    return [column for column in schema.EHR_COLUMNS if column in table.columns]
+    return [column for column in schema.ehr_columns() if column in table.columns]
 
 
 class EHRFeatures:
-    """A numeric design matrix from EHR columns: age/100, sex and view as 0/1, measurements z-scored.
+    """A numeric design matrix from EHR columns (``schema.EHR_FIELDS``): numeric fields z-scored, a categorical one
+    as 0/1 indicators of all its categories but the last (sex: 1 for male; view: 1 for AP).
 
-    A missing value becomes the fitted mean (0 after z-scoring) plus a 0/1 "missing" column, so films with an
-    unknown value are kept, as the network keeps them. Statistics come from the table given to :meth:`fit`.
+    A missing number becomes the fitted mean (0 after z-scoring) plus a 0/1 "missing" column (always for a field the
+    network z-scores, the MIMIC measurements; for age only where a value is missing), so films with an unknown value
+    are kept, as the network keeps them; a missing category has all indicators 0. Statistics come from the table
+    given to :meth:`fit`.
     """
 
     def __init__(self, columns: Sequence[str]) -> None:
@@ -53,24 +57,27 @@ class EHRFeatures:
     def transform(self, table: pd.DataFrame) -> np.ndarray:
         features = []
         for column in self.columns:
-            if column == schema.SEX:
-                features.append(_starts_with(table[column], "m"))
-            elif column == schema.VIEW:
-                features.append(_starts_with(table[column], "ap"))
+            field = schema.ehr_field(column)
+            if field.is_categorical:
+                categories = table[column].map(lambda value, field=field: _category_or_none(field, value))
+                features.extend((categories == category).to_numpy(dtype=float) for category in field.categories[:-1])
             else:
                 values = pd.to_numeric(table[column], errors="coerce")
                 features.append(((values - self.mean[column]) / self.std[column]).fillna(0.0).to_numpy())
-                if values.isna().any() or column != schema.AGE:
+                if values.isna().any() or field.normaliser == "zscore":
                     features.append(values.isna().to_numpy(dtype=float))
         return np.column_stack(features).astype(np.float64)
 
     def _numeric_columns(self) -> list[str]:
-        return [column for column in self.columns if column not in (schema.SEX, schema.VIEW)]
+        return [column for column in self.columns if not schema.ehr_field(column).is_categorical]
 
 
-def _starts_with(values: pd.Series, prefix: str) -> np.ndarray:
-    """1 where the lower-case text starts with ``prefix`` (``m``: Male/M; ``ap``: AP, AP supine), else 0."""
-    return values.astype(str).str.strip().str.lower().str.startswith(prefix).to_numpy(dtype=float)
+def _category_or_none(field: schema.EHRField, value: Any) -> str | None:
+    """The category of ``value`` (``m`` and ``AP supine`` read as the network reads them), None when it has none."""
+    try:
+        return field.canonical(value)
+    except ValueError:
+        return None
 
 
 class DemographicsClassifier:

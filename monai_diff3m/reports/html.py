@@ -89,7 +89,7 @@ def _legend_gradient() -> str:
 def _ehr_used(row: Mapping[str, Any]) -> str:
     """The EHR values of the row, and which were missing (the model then used its learned 'missing' token)."""
     given, missing = [], []
-    for column in schema.EHR_COLUMNS:
+    for column in schema.ehr_columns():
         if column not in row:
             continue
         value = row[column]
