@@ -19,6 +19,11 @@ Layout is CheXpert's, with columns from :mod:`monai_diff3m.schema`::
 Every image is reproducible on its own: its EHR, anatomy, lesion and missing-value draws come from generators keyed
 by ``[seed, index, stream]``, so image ``index`` depends only on the seed and on which lesion (if any) it was given;
 :func:`render_case` re-renders any of them in memory.
+
+Every field of ``schema.EHR_FIELDS`` gets a column. The phantoms simulate sex, age, view and MIMIC's five
+measurements (:meth:`PatientEHR.values`); a field added to the table without a simulation is drawn independently of
+the anatomy (a number in the middle half of its plausible range, or a category), so the film says nothing about it
+and a model can only learn that it does not matter.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +73,7 @@ CARDIOMEGALY_ENLARGEMENT = (1.25, 1.40)
 _CTR_REFERENCE_SEED = 20250522
 """Seed of the fixed normal population that defines the normal heart-size range for ``cardiomegaly``."""
 
-_EHR_STREAM, _ANATOMY_STREAM, _LESION_STREAM, _MISSING_STREAM = 1, 2, 3, 4
+_EHR_STREAM, _ANATOMY_STREAM, _LESION_STREAM, _MISSING_STREAM, _UNSIMULATED_STREAM = 1, 2, 3, 4, 5
 _MALE, _FEMALE = schema.SEX_VALUES
 _AP, _PA = schema.VIEW_VALUES
 
@@ -87,6 +93,19 @@ class PatientEHR:
     diastolic: float
     height: float
     weight: float
+
+    def values(self) -> dict[str, Any]:
+        """The simulated EHR by schema column."""
+        return {
+            schema.SEX: self.sex,
+            schema.AGE: self.age,
+            schema.VIEW: self.view,
+            schema.BMI: self.bmi,
+            schema.SYSTOLIC: self.systolic,
+            schema.DIASTOLIC: self.diastolic,
+            schema.HEIGHT: self.height,
+            schema.WEIGHT: self.weight,
+        }
 
 
 @dataclass(frozen=True)
@@ -526,33 +545,58 @@ def _lesion_plan(parameters: dict[str, Any]) -> list[tuple[str, int, str | None]
     return plan
 
 
-def _csv_row(case: PhantomCase, split: str, index: int, missing: np.ndarray) -> dict[str, Any]:
-    """The schema row of one case; EHR values flagged in ``missing`` are left empty, as in real records."""
-    ehr = case.ehr
+def _optional_columns() -> list[str]:
+    """The EHR columns the phantoms may leave empty: every field outside the demographics (MIMIC's measurements)."""
+    demographics = schema.ehr_columns(["demographics"])
+    return [column for column in schema.ehr_columns() if column not in demographics]
+
+
+def _unsimulated_value(field: schema.EHRField, seed: int, index: int) -> Any:
+    """A value of a field the phantoms do not simulate, drawn apart from the anatomy and from every other field."""
+    rng = np.random.default_rng([seed, index, _UNSIMULATED_STREAM, zlib.crc32(field.name.encode())])
+    if field.is_categorical:
+        return field.categories[int(rng.integers(len(field.categories)))]
+    assert field.plausible_range is not None
+    low, high = field.plausible_range
+    return round(float(low + (high - low) * rng.uniform(0.25, 0.75)), 1)
+
+
+def _csv_row(case: PhantomCase, split: str, index: int, seed: int, missing: np.ndarray) -> dict[str, Any]:
+    """The schema row of one case; the optional EHR values flagged in ``missing`` (one flag per
+    :func:`_optional_columns`) are left empty, as in real records."""
     name = f"{index:06d}.png"
-    measurements = dict(zip(schema.MIMIC_EHR_COLUMNS, (ehr.bmi, ehr.systolic, ehr.diastolic, ehr.height, ehr.weight)))
+    simulated = case.ehr.values()
+    ehr = {
+        field.name: simulated[field.name] if field.name in simulated else _unsimulated_value(field, seed, index)
+        for field in schema.ehr_fields()
+    }
+    optional = _optional_columns()
+    assert len(missing) == len(optional), (len(missing), optional)
+    for column, is_missing in zip(optional, missing):
+        if is_missing:
+            ehr[column] = np.nan
     row: dict[str, Any] = {
         schema.PATH: f"images/{split}/{name}",
         schema.PATIENT_ID: index,
-        schema.SEX: ehr.sex,
-        schema.AGE: ehr.age,
         schema.FRONTAL_LATERAL: schema.FRONTAL,
-        schema.VIEW: ehr.view,
         schema.NO_FINDING: 1.0 if case.lesion is None else 0.0,
+        **ehr,
     }
-    for column, is_missing in zip(schema.MIMIC_EHR_COLUMNS, missing):
-        row[column] = np.nan if is_missing else measurements[column]
     row[schema.MASK] = "" if case.lesion is None else f"masks/{name}"
     row[schema.LESION] = case.lesion or ""
     return row
 
 
 def _write_split(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = [*schema.CSV_COLUMNS, *schema.MIMIC_EHR_COLUMNS, schema.MASK, schema.LESION]
+    columns = _csv_columns()
     table = pd.DataFrame(rows, columns=columns)
     for column in (schema.SYSTOLIC, schema.DIASTOLIC):
         table[column] = table[column].round().astype("Int64")
     table.to_csv(path, index=False)
+
+
+def _csv_columns() -> list[str]:
+    return [*schema.CSV_COLUMNS, *_optional_columns(), schema.MASK, schema.LESION]
 
 
 def _split_paths(root: Path) -> dict[str, Path]:
@@ -582,7 +626,8 @@ def generate_phantom_dataset(
         num_test: test images, ``anomaly_fraction`` of them abnormal.
         image_size: square film size in pixels (at least 32).
         anomaly_fraction: share of abnormal images in validation and test.
-        missing_fraction: probability that each MIMIC EHR value of an image is left empty in the CSV.
+        missing_fraction: probability that each MIMIC EHR value (any field outside the demographics) of an image is
+            left empty in the CSV.
         lesion_types: lesions dealt out to abnormal images in equal shares, from ``LESION_TYPES``.
         seed: dataset seed; image ``i`` depends only on ``(seed, i)`` and its lesion.
 
@@ -635,8 +680,8 @@ def _write_dataset(folder: Path, parameters: dict[str, Any]) -> None:
         if case.mask is not None:
             Image.fromarray(case.mask.astype(np.uint8) * 255).save(folder / "masks" / f"{index:06d}.png")
         missing_rng = np.random.default_rng([parameters["seed"], index, _MISSING_STREAM])
-        missing = missing_rng.random(len(schema.MIMIC_EHR_COLUMNS)) < parameters["missing_fraction"]
-        rows[split].append(_csv_row(case, split, index, missing))
+        missing = missing_rng.random(len(_optional_columns())) < parameters["missing_fraction"]
+        rows[split].append(_csv_row(case, split, index, parameters["seed"], missing))
     for split, path in _split_paths(folder).items():
         _write_split(rows[split], path)
     counts = {
@@ -699,6 +744,12 @@ def ensure_phantom_dataset(
     for path in paths.values():
         if not path.is_file():
             raise FileNotFoundError(f"phantom dataset at {root} is incomplete: {path} is missing")
+        absent = [column for column in _csv_columns() if column not in pd.read_csv(path, nrows=0).columns]
+        if absent:
+            raise ValueError(
+                f"phantom dataset at {root} has no column(s) {absent} in {path.name}: it was generated before these "
+                f"fields joined the EHR field table (schema.EHR_FIELDS); delete it or choose another folder"
+            )
     return paths
 
 
