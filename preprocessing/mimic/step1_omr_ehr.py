@@ -63,13 +63,9 @@ __all__ = [
     "main",
 ]
 
-#: ``omr`` result names used, and the schema column(s) each one fills ("sys/dia" fills two).
-OMR_FEATURES: dict[str, tuple[str, ...]] = {
-    "BMI (kg/m2)": (schema.BMI,),
-    "Blood Pressure": (schema.SYSTOLIC, schema.DIASTOLIC),
-    "Height (Inches)": (schema.HEIGHT,),
-    "Weight (Lbs)": (schema.WEIGHT,),
-}
+#: ``omr`` result names used, and the schema column(s) each one fills ("sys/dia" fills two): the ``omr`` sources of
+#: ``schema.EHR_FIELDS`` (the four names above are today's).
+OMR_FEATURES: dict[str, tuple[str, ...]] = schema.omr_sources()
 #: How ``omr`` result names are matched to ``OMR_FEATURES``: exactly, or the authors' substring test.
 OMR_NAME_MATCHING = ("exact", "substring")
 _DAY = "day"
