@@ -22,7 +22,7 @@ from monai_diff3m.errors import InvalidInputError, MissingInputError
 from monai_diff3m.inferers.anomaly import DEFAULT_SCORE
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
-from monai_diff3m.transforms.ehr import DEFAULT_AGE_RANGE
+from monai_diff3m.transforms.ehr import DEFAULT_AGE_RANGE, ehr_group_sizes
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
@@ -181,16 +181,37 @@ def network_for_checkpoint(path: str | Path) -> Diff3MUNet:
     the weights then fails with "train first".
     """
     if not Path(path).is_file():
-        return Diff3MUNet()
-    return Diff3MUNet(**checkpoint_metadata(path)["network_args"])
+        return Diff3MUNet(ehr_group_sizes=ehr_group_sizes(schema.ehr_groups()))
+    return Diff3MUNet(**_network_args(checkpoint_metadata(path), Path(path)))
 
 
 def network_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Diff3MUNet:
     """Rebuild the trained ``Diff3MUNet`` from the checkpoint's stored constructor arguments and load its weights."""
     checkpoint = read_checkpoint(path, map_location)
-    network = Diff3MUNet(**_metadata(checkpoint, Path(path))["network_args"])
+    network = Diff3MUNet(**_network_args(_metadata(checkpoint, Path(path)), Path(path)))
     load_state_dict_explained(network, checkpoint["network"], Path(path))
     return network
+
+
+def _network_args(metadata: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's network arguments, after checking that its EHR tokens are the slots the EHR field table
+    (``schema.EHR_FIELDS``) encodes for its groups: a model trained before a field was added to a group it uses
+    cannot read the new encoding."""
+    network_args = dict(metadata["network_args"])
+    if network_args.get("ieca_mode", "spatial") == "none":
+        return network_args
+    trained = list(network_args.get("ehr_group_sizes", ()))
+    try:
+        encoded: list[int] | str = ehr_group_sizes(metadata["ehr_groups"])
+    except ValueError as error:
+        encoded = str(error)
+    if trained != encoded:
+        raise CheckpointSettingError(
+            f"checkpoint {path} was trained with {trained} EHR tokens for groups {list(metadata['ehr_groups'])}, but "
+            f"the EHR field table (schema.EHR_FIELDS) encodes {encoded}: the table changed since it was trained; "
+            f"score it with the table it was trained with, or retrain"
+        )
+    return network_args
 
 
 def load_network_weights(

@@ -17,7 +17,7 @@ from tiny_bundle import CONFIGS
 
 #: (class, config file, component id, constructor arguments set elsewhere, not by a bundle default)
 COMPONENTS = [
-    (Diff3MUNet, "train.json", "network_args", ()),
+    (Diff3MUNet, "train.json", "network_args", ("ehr_group_sizes",)),  # the EHR field table's, for the groups
     (Diff3MLoss, "train.json", "loss", ()),
     (WarmupEMAHandler, "train.json", "ema", ("model",)),
     (Diff3MAnomalyInferer, "inference.json", "inferer", ("scheduler", "image_range", "clip_range")),  # checkpoint's
