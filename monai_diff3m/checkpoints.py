@@ -198,7 +198,7 @@ def _network_args(metadata: Mapping[str, Any], path: Path) -> dict[str, Any]:
     (``schema.EHR_FIELDS``) encodes for its groups: a model trained before a field was added to a group it uses
     cannot read the new encoding."""
     network_args = dict(metadata["network_args"])
-    if network_args.get("ieca_mode", "spatial") == "none":
+    if network_args.get("ieca_mode", "spatial") == "none" or "ehr_groups" not in metadata:
         return network_args
     trained = list(network_args.get("ehr_group_sizes", ()))
     try:
