@@ -79,13 +79,13 @@ def parse_dicom_age(value: str | None) -> float | None:
 def parse_dicom_sex(value: str | None) -> str | None:
     """PatientSex as the schema's sex vocabulary (:func:`~monai_diff3m.schema.canonical_sex`, shared with CSVs):
     ``M``/``F`` in any case; ``O`` or empty is an explicitly missing value."""
-    return read_dicom_tag(ehr_field(SEX), value)
+    return _dicom_category(ehr_field(SEX), value)
 
 
 def parse_view_position(value: str | None) -> str | None:
     """ViewPosition as the schema's view vocabulary (:func:`~monai_diff3m.schema.canonical_view`, shared with
     CSVs): ``AP``/``PA`` in any case, optionally with a position (``AP SUPINE``); empty -> None; lateral rejected."""
-    return read_dicom_tag(ehr_field(VIEW), value)
+    return _dicom_category(ehr_field(VIEW), value)
 
 
 def read_dicom_tag(field: EHRField, value: object) -> str | float | None:
@@ -95,17 +95,24 @@ def read_dicom_tag(field: EHRField, value: object) -> str | float | None:
     Raises:
         DicomTagError: a value the field does not accept; the message names the tag.
     """
+    if field.is_categorical:
+        return _dicom_category(field, value)
     tag = str(field.dicom_tag)
+    if dictionary_VR(tag) == "AS":
+        return parse_dicom_age(None if value is None else str(value))
+    if is_missing(value):
+        return None
     try:
-        if field.is_categorical:
-            return field.canonical(value, tag)
-        if dictionary_VR(tag) == "AS":
-            return parse_dicom_age(None if value is None else str(value))
-        return None if is_missing(value) else float(value)  # type: ignore[arg-type]
-    except DicomTagError:
-        raise
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise DicomTagError(f"{tag} {value!r} is not a number") from err
+
+
+def _dicom_category(field: EHRField, value: object) -> str | None:
+    try:
+        return field.canonical(value, str(field.dicom_tag))
     except ValueError as err:
-        raise DicomTagError(str(err) if field.is_categorical else f"{tag} {value!r} is not a number") from err
+        raise DicomTagError(str(err)) from err
 
 
 def read_dicom_record(path: str | os.PathLike) -> dict[str, object]:

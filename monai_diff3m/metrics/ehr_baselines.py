@@ -55,7 +55,7 @@ class EHRFeatures:
         return self
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        features = []
+        features: list[np.ndarray] = []
         for column in self.columns:
             field = schema.ehr_field(column)
             if field.is_categorical:

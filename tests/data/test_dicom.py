@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from monai_diff3m import schema
 from monai_diff3m.data.dicom import (
     DicomTagError,
     parse_dicom_age,
@@ -81,6 +82,22 @@ def test_read_dicom_record_maps_tags_to_schema(tmp_path):
     path = write_dicom(tmp_path / "a.dcm", PatientSex="F", PatientAge="034M", ViewPosition="PA")
     record = read_dicom_record(path)
     assert record == {PATH: str(path), SEX: "Female", AGE: pytest.approx(34 / 12), VIEW: "PA", FRONTAL_LATERAL: FRONTAL}
+
+
+def test_a_field_with_a_dicom_tag_in_the_table_is_read_from_the_header(tmp_path, monkeypatch):
+    """The DICOM reader takes every tagged field of ``schema.EHR_FIELDS``: a number, and a category by its table."""
+    weight = schema.EHRField("Weight (kg)", "body", plausible_range=(0.5, 700.0), unit="kg", dicom_tag="PatientWeight")
+    smoker = schema.EHRField(
+        "Smoker", "body", categories=("Yes", "No"), spellings={"Y": "Yes", "N": "No"},
+        missing_spellings=("UNKNOWN",), dicom_tag="SmokingStatus",
+    )  # fmt: skip
+    monkeypatch.setattr(schema, "EHR_FIELDS", (*schema.EHR_FIELDS, weight, smoker))
+    record = read_dicom_record(write_dicom(tmp_path / "a.dcm", PatientWeight="71.5", SmokingStatus="YES"))
+    assert (record["Weight (kg)"], record["Smoker"]) == (71.5, "Yes")
+    record = read_dicom_record(write_dicom(tmp_path / "b.dcm", SmokingStatus="UNKNOWN"))
+    assert (record["Weight (kg)"], record["Smoker"]) == (None, None)
+    with pytest.raises(DicomTagError, match=r"SmokingStatus 'MAYBE' is not a smoker: expected Yes/Y or No/N"):
+        read_dicom_record(write_dicom(tmp_path / "c.dcm", SmokingStatus="MAYBE"))
 
 
 def test_read_dicom_record_missing_tags_are_none(tmp_path):
