@@ -341,3 +341,19 @@ def test_cli_generates_prints_counts_and_reuses(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv[:-2], "--missing-fraction", "0.3"])
     assert "missing_fraction: existing 0.1 vs requested 0.3" in capsys.readouterr().err
+
+
+def test_a_field_added_to_the_table_gets_values_and_leaves_the_others_unchanged(tmp_path, monkeypatch):
+    """Every table field is a column; one without a simulation is drawn apart, so the other columns keep their values,
+    and a dataset generated before the field joined the table is refused rather than read with an empty column."""
+    small = {"num_train": 6, "num_val": 4, "num_test": 4, "image_size": 32, "missing_fraction": 0.3}
+    before = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "before", **small)["valid"])
+    extra = schema.EHRField("eGFR", "measurements", plausible_range=(1.0, 200.0), unit="mL/min/1.73m2")
+    monkeypatch.setattr(schema, "EHR_FIELDS", (*schema.EHR_FIELDS, extra))
+    after = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "after", **small)["valid"])
+
+    pd.testing.assert_frame_equal(after.drop(columns="eGFR"), before)
+    assert list(after.columns).index("eGFR") == list(after.columns).index(schema.WEIGHT) + 1
+    assert after["eGFR"].notna().sum() >= 2 and after["eGFR"].dropna().between(50.0, 150.0).all()
+    with pytest.raises(ValueError, match=r"no column\(s\) \['eGFR'\] in train.csv"):
+        phantoms.ensure_phantom_dataset(tmp_path / "before", **small)
