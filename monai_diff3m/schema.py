@@ -5,6 +5,13 @@ produced by ``preprocessing/`` or by the phantom generator loads into the bundle
 The layout follows CheXpert's ``train.csv`` (``Path, Sex, Age, Frontal/Lateral, AP/PA, No Finding``) and adds
 the MIMIC-IV ``omr`` measurements in their native units. The module lies outside ``data`` and ``transforms``
 because both read it (so do ``metrics``, ``handlers`` and ``preprocessing``): neither imports the other for it.
+
+Each EHR field is one :class:`EHRField` entry of :data:`EHR_FIELDS`: its group, vocabulary, normaliser, plausible
+range, unit, DICOM tag and MIMIC-IV ``omr`` source. The encoder (``EncodeEHRd``), the statistics, the slot names and
+so the network's token count, the CSV and DICOM readers, the EHR-only baseline, the phantoms and the MIMIC pipeline
+all read the table, so adding a field is one entry here. ``bundles/diff3m/configs/metadata.json`` is static JSON: a
+test names the ``num_channels`` and field list it must then state. A model trained before a field joined one of its
+groups is refused at loading, by name.
 """
 
 from __future__ import annotations
