@@ -348,12 +348,12 @@ def test_a_field_added_to_the_table_gets_values_and_leaves_the_others_unchanged(
     and a dataset generated before the field joined the table is refused rather than read with an empty column."""
     small = {"num_train": 6, "num_val": 4, "num_test": 4, "image_size": 32, "missing_fraction": 0.3}
     before = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "before", **small)["valid"])
-    extra = schema.EHRField("eGFR", "measurements", plausible_range=(1.0, 200.0), unit="mL/min/1.73m2")
+    extra = schema.EHRField("Lactate", "measurements", plausible_range=(0.1, 30.0), unit="mmol/L")
     monkeypatch.setattr(schema, "EHR_FIELDS", (*schema.EHR_FIELDS, extra))
     after = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "after", **small)["valid"])
 
-    pd.testing.assert_frame_equal(after.drop(columns="eGFR"), before)
-    assert list(after.columns).index("eGFR") == list(after.columns).index(schema.WEIGHT) + 1
-    assert after["eGFR"].notna().sum() >= 2 and after["eGFR"].dropna().between(50.0, 150.0).all()
-    with pytest.raises(ValueError, match=r"no column\(s\) \['eGFR'\] in train.csv"):
+    pd.testing.assert_frame_equal(after.drop(columns="Lactate"), before)
+    assert list(after.columns).index("Lactate") == list(after.columns).index(schema.LESION) - 2  # before Mask
+    assert after["Lactate"].notna().sum() >= 2 and after["Lactate"].dropna().between(7.5, 22.6).all()
+    with pytest.raises(ValueError, match=r"no column\(s\) \['Lactate'\] in train.csv"):
         phantoms.ensure_phantom_dataset(tmp_path / "before", **small)

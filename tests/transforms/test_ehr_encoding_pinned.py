@@ -1,17 +1,19 @@
 """Pins of the EHR encoding, the fitted statistics and the phantoms' EHR, taken before the field table redesign.
 
-The values are exact (float32 bit patterns as ``float.hex``, CSV bytes as SHA-256): a change of the field table
-that moves any slot, spelling, normaliser or phantom draw of the existing fields fails here.
+The values are exact (float32 bit patterns as ``float.hex``, CSV text as SHA-256): a change of the field table
+that moves any slot, spelling, normaliser or phantom draw of the existing fields fails here. Slots, statistics and
+CSV columns are picked by name, so a field added to the table leaves these pins as they are.
 """
 
 import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
-from monai_diff3m.transforms import EHRStatistics, EncodeEHRd
+from monai_diff3m.transforms import EHRStatistics, EncodeEHRd, ehr_slot_names
 
 NAN = float("nan")
 ROWS = [
@@ -57,30 +59,57 @@ PHANTOM_CSVS = {
 }
 
 
-def _hex(vector: np.ndarray) -> list[str]:
+DEMOGRAPHIC_SLOTS = ["Age", "Sex=Male", "Sex=Female", "AP/PA=AP", "AP/PA=PA"]
+MEASUREMENT_SLOTS = ["BMI", "Systolic BP", "Diastolic BP", "Height", "Weight"]
+PHANTOM_COLUMNS = [
+    "Path", "Patient", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", *MEASUREMENT_SLOTS, "Mask", "Lesion"
+]  # fmt: skip
+
+
+def _hex(encoded: dict, groups: list[str], slots: list[str], key: str = "ehr") -> list:
+    """The pinned ``slots`` of an encoding of ``groups``: float32 bit patterns, or the missing flags."""
+    vector = encoded[key]
     assert vector.dtype == np.float32
-    return [float(value).hex() for value in vector]
+    names = ehr_slot_names(groups)
+    picked = [vector[names.index(slot)] for slot in slots]
+    return [float(value).hex() for value in picked] if key == "ehr" else [int(value) for value in picked]
+
+
+def _pinned(statistics: EHRStatistics) -> tuple[dict, dict]:
+    return tuple({column: table[column] for column in MEASUREMENT_SLOTS} for table in (statistics.mean, statistics.std))
 
 
 def test_statistics_are_pinned():
-    robust, plain = EHRStatistics.fit(ROWS), EHRStatistics.fit(ROWS, robust=False)
-    assert (robust.mean, robust.std) == ROBUST
-    assert (plain.mean, plain.std) == PLAIN
+    assert _pinned(EHRStatistics.fit(ROWS)) == ROBUST
+    assert _pinned(EHRStatistics.fit(ROWS, robust=False)) == PLAIN
 
 
 @pytest.mark.parametrize("row", range(len(ROWS)))
 def test_encoded_vectors_are_pinned_bit_for_bit(row):
     statistics = EHRStatistics.fit(ROWS)
-    both = EncodeEHRd(statistics=statistics, required=[])(ROWS[row])
-    demographics = EncodeEHRd(groups=["demographics"], required=[], age_range=(1.0, 100.0))(ROWS[row])
-    measurements = EncodeEHRd(groups=["measurements"], statistics=statistics, required=[])(ROWS[row])
+    everything, slots = ["demographics", "measurements"], DEMOGRAPHIC_SLOTS + MEASUREMENT_SLOTS
+    both = EncodeEHRd(statistics=statistics, required=[], allow_missing_keys=True)(ROWS[row])
+    demographics = EncodeEHRd(groups=["demographics"], required=[], age_range=(1.0, 100.0), allow_missing_keys=True)
+    measurements = EncodeEHRd(["measurements"], statistics, required=[], allow_missing_keys=True)(ROWS[row])
 
-    assert _hex(both["ehr"]) == DEMOGRAPHICS[row][0] + MEASURED[row][0]
-    assert both["ehr_missing"].tolist() == DEMOGRAPHICS[row][1] + MEASURED[row][1]
-    assert _hex(demographics["ehr"]) == [AUTHORS_AGE[row], *DEMOGRAPHICS[row][0][1:]]
-    assert _hex(measurements["ehr"]) == MEASURED[row][0] and measurements["ehr_missing"].tolist() == MEASURED[row][1]
+    assert _hex(both, everything, slots) == DEMOGRAPHICS[row][0] + MEASURED[row][0]
+    assert _hex(both, everything, slots, "ehr_missing") == DEMOGRAPHICS[row][1] + MEASURED[row][1]
+    assert _hex(demographics(ROWS[row]), ["demographics"], DEMOGRAPHIC_SLOTS) == [
+        AUTHORS_AGE[row],
+        *DEMOGRAPHICS[row][0][1:],
+    ]
+    assert _hex(measurements, ["measurements"], MEASUREMENT_SLOTS) == MEASURED[row][0]
+    assert _hex(measurements, ["measurements"], MEASUREMENT_SLOTS, "ehr_missing") == MEASURED[row][1]
 
 
 def test_phantom_ehr_csvs_are_pinned(tmp_path):
     csvs = ensure_phantom_dataset(tmp_path, num_train=6, num_val=4, num_test=4, image_size=32, missing_fraction=0.3)
-    assert {split: hashlib.sha256(Path(path).read_bytes()).hexdigest() for split, path in csvs.items()} == PHANTOM_CSVS
+    texts = {
+        split: pd.read_csv(path, dtype=str, keep_default_na=False)[PHANTOM_COLUMNS].to_csv(
+            index=False, lineterminator="\n"
+        )
+        for split, path in csvs.items()
+    }
+    if list(pd.read_csv(csvs["train"], nrows=0).columns) == PHANTOM_COLUMNS:  # the built-in table: the file itself
+        assert texts == {split: Path(path).read_text(encoding="utf-8") for split, path in csvs.items()}
+    assert {split: hashlib.sha256(text.encode()).hexdigest() for split, text in texts.items()} == PHANTOM_CSVS
