@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: ``omr`` result names used, and the schema column(s) each one fills ("sys/dia" fills two): the ``omr`` sources of
-#: ``schema.EHR_FIELDS`` (the four names above are today's).
+#: ``schema.EHR_FIELDS`` (today the four named in the module docstring).
 OMR_FEATURES: dict[str, tuple[str, ...]] = schema.omr_sources()
 #: How ``omr`` result names are matched to ``OMR_FEATURES``: exactly, or the authors' substring test.
 OMR_NAME_MATCHING = ("exact", "substring")
