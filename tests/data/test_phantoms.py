@@ -347,13 +347,19 @@ def test_a_field_added_to_the_table_gets_values_and_leaves_the_others_unchanged(
     """Every table field is a column; one without a simulation is drawn apart, so the other columns keep their values,
     and a dataset generated before the field joined the table is refused rather than read with an empty column."""
     small = {"num_train": 6, "num_val": 4, "num_test": 4, "image_size": 32, "missing_fraction": 0.3}
-    before = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "before", **small)["valid"])
+    before = {
+        split: pd.read_csv(path) for split, path in phantoms.ensure_phantom_dataset(tmp_path / "a", **small).items()
+    }
     extra = schema.EHRField("Lactate", "measurements", plausible_range=(0.1, 30.0), unit="mmol/L")
     monkeypatch.setattr(schema, "EHR_FIELDS", (*schema.EHR_FIELDS, extra))
-    after = pd.read_csv(phantoms.ensure_phantom_dataset(tmp_path / "after", **small)["valid"])
+    after = {
+        split: pd.read_csv(path) for split, path in phantoms.ensure_phantom_dataset(tmp_path / "b", **small).items()
+    }
 
-    pd.testing.assert_frame_equal(after.drop(columns="Lactate"), before)
-    assert list(after.columns).index("Lactate") == list(after.columns).index(schema.LESION) - 2  # before Mask
-    assert after["Lactate"].notna().sum() >= 2 and after["Lactate"].dropna().between(7.5, 22.6).all()
+    for split, table in after.items():
+        pd.testing.assert_frame_equal(table.drop(columns="Lactate"), before[split])
+        assert list(table.columns).index("Lactate") == list(table.columns).index(schema.MASK) - 1
+    lactate = pd.concat([table["Lactate"] for table in after.values()])
+    assert lactate.notna().any() and lactate.dropna().between(7.5, 22.6).all()
     with pytest.raises(ValueError, match=r"no column\(s\) \['Lactate'\] in train.csv"):
-        phantoms.ensure_phantom_dataset(tmp_path / "before", **small)
+        phantoms.ensure_phantom_dataset(tmp_path / "a", **small)
