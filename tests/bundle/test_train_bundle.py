@@ -79,5 +79,5 @@ def test_compile_switch_compiles_the_network_the_trainer_runs_and_checkpoints_ke
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer.compile and isinstance(trainer.network, torch._dynamo.eval_frame.OptimizedModule)
     assert trainer.network._orig_mod is parser.get_parsed_content("network")
-    last_writer = parser.get_parsed_content("train#handlers#last_checkpoint")
+    last_writer = parser.get_parsed_content("train#handlers#3")
     assert last_writer.save_dict["network"] is parser.get_parsed_content("network")

@@ -51,20 +51,22 @@ def test_two_cpu_processes_train_one_model_and_write_one_checkpoint_set(tmp_path
     assert set(last["ema_network"]) == set(last["network"])
 
 
-def test_the_overlay_names_every_writing_handler_by_id_and_leaves_only_training_itself_on_every_rank() -> None:
-    """Handlers are addressed by id, so a handler added to ``train.json`` cannot shift which ones the overlay turns
-    off; every handler but the validation trigger and the resume (which every rank needs) writes on rank 0 only."""
+def test_writing_handlers_are_turned_off_on_other_ranks_by_one_named_flag_not_by_list_position() -> None:
+    """``train.json``'s handlers that write (logs, TensorBoard, checkpoints, image grids) carry
+    ``_disabled_: @is_not_rank0``, false in one process; the overlay only redefines that flag. Adding or moving a
+    handler therefore cannot shift which ones are off, as ``train#handlers#<position>#_disabled_`` keys would."""
     from monai.bundle import ConfigParser
 
     from monai_diff3m.packaged_bundle import config_files
 
-    parser = ConfigParser()
-    parser.read_config(config_files("train.json", "multi_gpu_train.json"))
-    on_every_rank = {"train": {"validation", "resume"}, "validate": set()}
-    for engine, shared in on_every_rank.items():
-        handlers = parser.get(f"{engine}#handlers")
-        assert isinstance(handlers, dict), f"{engine}#handlers must be addressed by id"
-        rank0_only = {
-            name for name in handlers if parser.get(f"{engine}#handlers#{name}#_disabled_") == "@is_not_rank0"
-        }
-        assert rank0_only == set(handlers) - shared
+    on_every_rank = {"ValidationHandler", "monai_diff3m.handlers.checkpoint.ResumeFromCheckpoint"}
+    single, multi = ConfigParser(), ConfigParser()
+    single.read_config(config_files("train.json"))
+    multi.read_config(config_files("train.json", "multi_gpu_train.json"))
+    assert single.get("is_not_rank0") is False and multi.get("is_not_rank0").startswith("$")
+    for engine in ("train", "validate"):
+        for handler in single.get(f"{engine}#handlers"):
+            expected = None if handler["_target_"] in on_every_rank else "@is_not_rank0"
+            if expected or "_disabled_" not in handler:
+                assert handler.get("_disabled_") == expected, handler["_target_"]
+    assert not [key for key in multi.get() if "handlers#" in key]
