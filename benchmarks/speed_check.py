@@ -151,8 +151,10 @@ def time_training(
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
+    if args.compile:
+        network.compile()  # in place: the module, its parameters and the EMA's view of them stay the same objects
     engine = throughput.training_engine(
-        torch.compile(network) if args.compile else network,
+        network,
         optimizer,
         scheduler,
         device,
