@@ -24,7 +24,7 @@ for mode in spatial none; do
         config "${mode}_${intensity}_ema" "{\"ieca_mode\": \"$mode\", \"intensity_mode\": \"$intensity\", \"use_ema\": true}"
     done
 done
-exec "$python" -m monai_diff3m.defaults_study --dataset-csv "$data/labels.csv" --image-root "$data" --work-dir "$work_dir" \
+exec "$python" -m monai_diff3m.experiments.defaults_study --dataset-csv "$data/labels.csv" --image-root "$data" --work-dir "$work_dir" \
     --workers "$workers" --seeds 0 1 2 --set '{"max_epochs": 40, "ehr_groups": ["demographics"], "val_interval": 10}' \
     --schedules stochastic:25:5 stochastic:50:5 stochastic:100:5 stochastic:200:5 stochastic:300:5 stochastic:400:5 \
                 stochastic:100:10 stochastic:200:10 ddim_inversion:100:10 ddim_inversion:200:10 \

@@ -7,7 +7,7 @@ Two settings, each at two network sizes (``--sizes``):
   network evaluations per image);
 - ``defaults`` (this project's ``train.json`` / ``inference.json``): batch 16, bf16 autocast on CUDA (fp32 on CPU,
   where bf16 is slower), fused AdamW on CUDA, and ``inference.json``'s scoring schedule (read from the file; chosen
-  by ``python -m monai_diff3m.scoring_study``).
+  by ``python -m monai_diff3m.experiments.scoring_study``).
 
 Both settings use the same network (``--ieca-mode``, default the project's ``spatial``, without PCM branches), so
 their ratio measures the speed settings alone; the authors' full network (pooled IECA with PCM branches, about 3

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monai_diff3m.comparison import (
+from monai_diff3m.experiments.comparison import (
     DEFAULT_METHODS,
     IMAGE_ONLY,
     METHODS,

@@ -1,5 +1,6 @@
 """The package's layers point one way: the import graph between its rooms (subpackages and top-level modules) has
-no cycle, and networks import no transforms.
+no cycle, networks import no transforms, and the library imports none of the experiment drivers
+(``monai_diff3m.experiments``; they import the library).
 
 Run as a script to print the graph: ``python tests/test_package_layout.py [package folder]``.
 """
@@ -7,12 +8,18 @@ Run as a script to print the graph: ``python tests/test_package_layout.py [packa
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = "monai_diff3m"
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / PACKAGE
+#: The subpackage of experiment drivers, and the one library module allowed to import it: the main job's command.
+EXPERIMENTS = "experiments"
+EXPERIMENT_COMMANDS = {f"{PACKAGE}.comparison"}
 
 
 def _room(module: str) -> str | None:
@@ -34,26 +41,47 @@ def _imported_modules(node: ast.AST, module: str, is_package: bool) -> list[str]
     return [f"{base}.{alias.name}" for alias in node.names] if base == PACKAGE else [base]
 
 
+def _modules(package_dir: Path) -> list[tuple[str, bool, Path]]:
+    """(dotted name, is a package's ``__init__``, path) of every module in the package."""
+    modules = []
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        modules.append((".".join(parts), is_package, path))
+    return modules
+
+
+def module_imports(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (any import, module-level or inside a function), the root
+    ``__init__`` included."""
+    imports: dict[str, set[str]] = {}
+    for module, is_package, path in _modules(package_dir):
+        if "bundle" in module.split(".")[1:2]:
+            continue
+        imports[module] = {
+            imported
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            for imported in _imported_modules(node, module, is_package)
+            if imported.split(".")[0] == PACKAGE
+        }
+    return imports
+
+
 def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
     """Room -> rooms it imports (any import, module-level or inside a function); the root ``__init__`` is left out
     because it only re-exports every room."""
     graph: dict[str, set[str]] = {}
-    for path in sorted(package_dir.rglob("*.py")):
-        relative = path.relative_to(package_dir.parent).with_suffix("")
-        parts = list(relative.parts)
-        is_package = parts[-1] == "__init__"
-        if is_package:
-            parts.pop()
-        module = ".".join(parts)
+    for module, imported_modules in module_imports(package_dir).items():
         source = _room(module)
-        if source is None or "bundle" in parts[1:2]:
+        if source is None:
             continue
         targets = graph.setdefault(source, set())
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            for imported in _imported_modules(node, module, is_package):
-                target = _room(imported)
-                if target is not None and target != source:
-                    targets.add(target)
+        for imported in imported_modules:
+            target = _room(imported)
+            if target is not None and target != source:
+                targets.add(target)
     return graph
 
 
@@ -110,6 +138,21 @@ def test_networks_import_no_transforms_and_data_imports_only_what_lies_below_it(
     assert graph["transforms"].isdisjoint({"data", "engines", "inferers", "handlers", "metrics"}), graph_text(graph)
 
 
+def test_the_library_imports_no_experiment_driver():
+    """The experiment drivers (the main job's comparison, the scoring and defaults studies, the lung-field training)
+    sat inside the library; they import it, and only the main job's command imports them back."""
+    imports = module_imports()
+    assert any(_room(module) == EXPERIMENTS for module in imports)
+    importers = sorted(
+        module
+        for module, imported_modules in imports.items()
+        if _room(module) != EXPERIMENTS
+        and module not in EXPERIMENT_COMMANDS
+        and any(_room(imported) == EXPERIMENTS for imported in imported_modules)
+    )
+    assert importers == [], f"library modules importing {PACKAGE}.{EXPERIMENTS}: {importers}"
+
+
 def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
     """``python -m monai_diff3m.data.phantoms`` printed runpy's RuntimeWarning: the package's ``__init__`` had
     imported the module before runpy ran it as ``__main__``."""
@@ -118,6 +161,32 @@ def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
+    assert "usage:" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "comparison",
+        "experiments.comparison",
+        "experiments.scoring_study",
+        "experiments.defaults_study",
+        "experiments.train_lung_fields",
+    ],
+)
+def test_the_main_job_and_the_experiments_run_as_modules(tmp_path, command):
+    """The main job keeps its command, ``python -m monai_diff3m.comparison``, after its driver moved to
+    ``monai_diff3m.experiments``; the studies run as ``python -m monai_diff3m.experiments.<name>``."""
+    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)}
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", f"{PACKAGE}.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
         check=False,
     )
     assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr

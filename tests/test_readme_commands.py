@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_diff3m.comparison import DEFAULT_METHODS, compare, phantom_dataset
+from monai_diff3m.experiments.comparison import DEFAULT_METHODS, compare, phantom_dataset
 
 from bundle.tiny_bundle import BUNDLE, TINY_NETWORK, TINY_PHANTOMS
 

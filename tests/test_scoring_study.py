@@ -2,8 +2,8 @@ import argparse
 
 import pytest
 
+from monai_diff3m.experiments.scoring_study import auroc_grid, parse_steps, ranking_flips, recommend, schedule_grid
 from monai_diff3m.inferers import REFERENCE_SCHEDULE, ScoringSchedule
-from monai_diff3m.scoring_study import auroc_grid, parse_steps, ranking_flips, recommend, schedule_grid
 
 
 def _result(name: str, evaluations: int, auroc: float) -> dict:

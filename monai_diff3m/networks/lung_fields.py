@@ -2,10 +2,10 @@
 
 Real films defeat threshold rules (the lungs join the air above the shoulders), and no lung annotations come with
 CheXpert, MIMIC or NIH. The network is therefore trained by self-training (``python -m
-monai_diff3m.train_lung_fields``): a strict rule labels the films where it is unambiguous, a MONAI ``UNet`` learns
-from those with strong augmentation, and it labels the rest. It works at 64x64 on the film scaled to its 1st-99th
-percentiles, so any image size and intensity window is resized and rescaled first; the mask comes back at the
-input's size. Post-processing keeps the largest region on each side and fills holes.
+monai_diff3m.experiments.train_lung_fields``): a strict rule labels the films where it is unambiguous, a MONAI
+``UNet`` learns from those with strong augmentation, and it labels the rest. It works at 64x64 on the film scaled
+to its 1st-99th percentiles, so any image size and intensity window is resized and rescaled first; the mask comes
+back at the input's size. Post-processing keeps the largest region on each side and fills holes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from scipy import ndimage
 
 #: Side of the square the network reads; other sizes are resized to it and the mask back to theirs.
 LUNG_FIELD_SIZE = 64
-#: Weights trained by ``python -m monai_diff3m.train_lung_fields`` (see that module for the data and the command).
+#: Weights trained by ``python -m monai_diff3m.experiments.train_lung_fields`` (see that module for the data and the
+#: command).
 DEFAULT_WEIGHTS = Path(__file__).with_name("lung_fields_64.pt")
 
 
@@ -68,7 +69,8 @@ class LungFieldSegmenter:
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(
-                f"lung-field weights {weights} not found; train them with python -m monai_diff3m.train_lung_fields"
+                f"lung-field weights {weights} not found; train them with "
+                "python -m monai_diff3m.experiments.train_lung_fields"
             )
         self.network = lung_field_network()
         state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from monai_diff3m import schema
-from monai_diff3m.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
+from monai_diff3m.experiments.comparison import EHR_ONLY, EHR_ONLY_SCORE, compare, comparison_table, csv_dataset
 from monai_diff3m.transforms import ehr
 
 from tiny_bundle import TINY_NETWORK

@@ -4,7 +4,7 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
-from monai_diff3m.defaults_study import RESULT_FILE, SCORES_FILE, main, parse_schedule
+from monai_diff3m.experiments.defaults_study import RESULT_FILE, SCORES_FILE, main, parse_schedule
 from monai_diff3m.inferers import SCORE_NAMES
 
 from tiny_bundle import TINY_NETWORK

@@ -2,7 +2,7 @@
 
 import json
 
-from monai_diff3m import scoring_study
+from monai_diff3m.experiments import scoring_study
 from monai_diff3m.inferers import ScoringSchedule
 
 from tiny_bundle import CONFIGS

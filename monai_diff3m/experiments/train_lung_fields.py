@@ -12,7 +12,7 @@ unambiguous and from the network itself elsewhere:
 
 The shipped weights were made with (NIH ChestX-ray14 development set, not the 64x64 set the masks are checked on)::
 
-    python -m monai_diff3m.train_lung_fields --dataset-csv ../shared/data/nih_cxr14_dev/labels.csv
+    python -m monai_diff3m.experiments.train_lung_fields --dataset-csv ../shared/data/nih_cxr14_dev/labels.csv
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import torch
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
 from bundle.tiny_bundle import TINY_NETWORK, TINY_PHANTOMS
-from speed.torchrun_bundle import run_torchrun
+from multi_gpu.torchrun_bundle import run_torchrun
 
 TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
 BATCH_SIZE = 16

@@ -12,7 +12,7 @@ every per-image score (``<work-dir>/<config>/seed<k>/validation_scores.csv``), s
 normalisations can be measured without retraining. Jobs run in parallel processes (``--workers``) on the bundle's
 device (``cuda:0`` when present); a rerun skips the jobs already done::
 
-    python -m monai_diff3m.defaults_study --dataset-csv labels.csv --image-root DIR --work-dir study \\
+    python -m monai_diff3m.experiments.defaults_study --dataset-csv labels.csv --image-root DIR --work-dir study \\
         --config base='{}' --config image_only='{"ieca_mode": "none"}' --seeds 0 1 2 --workers 2
 """
 
@@ -91,7 +91,7 @@ def run_job(job: Job) -> dict[str, Any]:
     import torch
     from monai.bundle import run
 
-    from monai_diff3m.scoring_study import load_scoring_data, score_images
+    from monai_diff3m.experiments.scoring_study import load_scoring_data, score_images
 
     if (job.folder / RESULT_FILE).exists():
         return json.loads((job.folder / RESULT_FILE).read_text())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bundle.tiny_bundle import EVALUATE, run_workflow, scoring_overrides, tiny_overrides
-from speed.torchrun_bundle import run_torchrun
+from multi_gpu.torchrun_bundle import run_torchrun
 
 SCORING = {"num_inference_steps": 2, "noise_level": 50, "noising": "stochastic", "num_bootstrap": 50, "batch_size": 5}
 

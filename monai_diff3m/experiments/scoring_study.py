@@ -15,8 +15,9 @@ paired. Results are written after every schedule (``--output``), and a rerun wit
 seed skips the schedules already scored, so a long grid (the authors' 798 evaluations per image) can be stopped
 and resumed::
 
-    python -m monai_diff3m.scoring_study [--noise-levels 25 50 100 150 250 400] [--steps 5 10 25 50 100 full]
-        [--noising stochastic ddim_inversion] [--with-reference] [--split valid] [--score lung_mean]
+    python -m monai_diff3m.experiments.scoring_study [--noise-levels 25 50 100 150 250 400]
+        [--steps 5 10 25 50 100 full] [--noising stochastic ddim_inversion] [--with-reference] [--split valid]
+        [--score lung_mean]
 
 Without a checkpoint at ``<bundle-root>/models/diff3m_<ieca-mode>_best.pt`` it first trains one with
 ``train.json`` (as the main job does, on the phantoms by default); ``--use-pcm`` studies the stage-2 checkpoint,
