@@ -229,9 +229,6 @@ def _bootstrap_values(
         _, cluster_of_case = np.unique(cluster_ids.astype(str), return_inverse=True)
     positive_cases = np.flatnonzero(labels == 1)
     negative_cases = np.flatnonzero(labels == 0)
-    order = np.argsort(-scores, kind="stable")
-    threshold_ends = np.flatnonzero(np.r_[np.diff(scores[order]) != 0, True])
-    positive = labels[order].astype(bool)
     n = labels.size
     rng = np.random.default_rng(seed)
     rows_per_chunk = max(1, 4_000_000 // n)
@@ -247,24 +244,26 @@ def _bootstrap_values(
             counts += _resample_counts(rng, negative_cases, negative_cases.size, rows, n)
         else:
             counts = _resample_counts(rng, np.arange(n), n, rows, n)
-        counts = counts[:, order]
-        true_pos = np.cumsum(counts * positive, axis=1)[:, threshold_ends]
-        false_pos = np.cumsum(counts * ~positive, axis=1)[:, threshold_ends]
-        chunk = np.full(rows, np.nan)
-        both_classes = (true_pos[:, -1] > 0) & (false_pos[:, -1] > 0)
-        chunk[both_classes] = BOOTSTRAP_METRICS[metric](true_pos[both_classes], false_pos[both_classes])
-        values.append(chunk)
+        values.append(_metric_of_drawn_cases(labels, scores, counts, metric))
     return np.concatenate(values)
 
 
-def _full_sample_value(labels: np.ndarray, scores: np.ndarray, metric: str) -> float:
-    """``metric`` on the cases themselves, computed as the bootstrap computes it (each case drawn once)."""
+def _metric_of_drawn_cases(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray, metric: str) -> np.ndarray:
+    """``metric`` of each row of ``counts`` (how often each case is drawn), NaN where a row lacks a class.
+
+    Sorting the cases by score once gives every row's cumulative true/false positives at every threshold in one
+    ``cumsum``, so all rows are evaluated together.
+    """
     order = np.argsort(-scores, kind="stable")
     threshold_ends = np.flatnonzero(np.r_[np.diff(scores[order]) != 0, True])
-    positive = labels[order].astype(float)
-    true_pos = np.cumsum(positive)[threshold_ends][None]
-    false_pos = np.cumsum(1.0 - positive)[threshold_ends][None]
-    return float(BOOTSTRAP_METRICS[metric](true_pos, false_pos)[0])
+    positive = labels[order].astype(bool)
+    counts = counts[:, order]
+    true_pos = np.cumsum(counts * positive, axis=1)[:, threshold_ends]
+    false_pos = np.cumsum(counts * ~positive, axis=1)[:, threshold_ends]
+    values = np.full(counts.shape[0], np.nan)
+    both_classes = (true_pos[:, -1] > 0) & (false_pos[:, -1] > 0)
+    values[both_classes] = BOOTSTRAP_METRICS[metric](true_pos[both_classes], false_pos[both_classes])
+    return values
 
 
 def _percentile_interval(resampled: np.ndarray, num_samples: int, confidence: float) -> tuple[float, float]:
@@ -346,11 +345,12 @@ def paired_bootstrap_difference(
         for values in (scores, reference_scores)
     ]
     differences = both[0] - both[1]
-    full = [_full_sample_value(labels, values, metric) for values in (scores, reference_scores)]
+    every_case_once = np.ones((1, labels.size))
+    full = [_metric_of_drawn_cases(labels, values, every_case_once, metric)[0] for values in (scores, reference_scores)]
     low, high = _percentile_interval(differences, num_samples, confidence)
     valid = differences[~np.isnan(differences)]
     return {
-        "difference": full[0] - full[1],
+        "difference": float(full[0] - full[1]),
         "interval": [low, high],
         "share_above_zero": float((valid > 0).mean()),
     }
