@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from monai_diff3m import schema
 from monai_diff3m.checkpoints import checkpoint_metadata, fixed_settings
 from monai_diff3m.experiments.scoring_study import load_scoring_data, score_images
-from monai_diff3m.inferers.anomaly import ScoringSchedule
+from monai_diff3m.inferers.ddim import ScoringSchedule
 from monai_diff3m.io import write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import image_metrics
 

@@ -19,7 +19,7 @@ from monai.utils import str2bool
 from monai_diff3m import schema
 from monai_diff3m.data.phantom_folder import is_phantom_data
 from monai_diff3m.errors import InvalidInputError, MissingInputError
-from monai_diff3m.inferers.anomaly import DEFAULT_SCORE
+from monai_diff3m.inferers.image_scores import DEFAULT_SCORE
 from monai_diff3m.io import atomic_path
 from monai_diff3m.networks.diff3m_unet import Diff3MUNet
 from monai_diff3m.transforms.ehr import DEFAULT_AGE_RANGE, ehr_group_sizes

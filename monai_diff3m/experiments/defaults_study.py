@@ -34,7 +34,7 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.data.splits import write_patient_splits
-from monai_diff3m.inferers.anomaly import ScoringSchedule
+from monai_diff3m.inferers.ddim import ScoringSchedule
 from monai_diff3m.io import write_csv_atomic, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import image_metrics
 from monai_diff3m.metrics.ehr_baselines import EHRNormalisedScore

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from monai.bundle import ConfigParser, run
 
-from monai_diff3m.inferers.anomaly import (
+from monai_diff3m.inferers import (
     FULL_SCHEDULE,
     NOISING_MODES,
     REFERENCE_SCHEDULE,

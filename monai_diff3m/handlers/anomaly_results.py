@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from monai_diff3m import schema
 from monai_diff3m.errors import InvalidInputError
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
-from monai_diff3m.inferers.anomaly import DEFAULT_SCORE, SCORE_NAMES
+from monai_diff3m.inferers.image_scores import DEFAULT_SCORE, SCORE_NAMES
 from monai_diff3m.io import atomic_path, write_json_atomic
 from monai_diff3m.metrics.anomaly_metrics import (
     abnormal_labels,

@@ -1,14 +1,22 @@
-from monai_diff3m.inferers.anomaly import (
+from monai_diff3m.inferers.anomaly import Diff3MAnomalyInferer, image_noise
+from monai_diff3m.inferers.ddim import (
     DDIM_INDEXINGS,
-    DEFAULT_SCORE,
+    FULL_SCHEDULE,
     NOISING_MODES,
     REFERENCE_SCHEDULE,
-    SCORE_NAMES,
-    Diff3MAnomalyInferer,
     ScoringSchedule,
     ddim_steps,
     ddim_timesteps,
-    image_scores,
+    ddim_walk,
     predict_x0,
 )
 from monai_diff3m.inferers.diffusion import Diff3MDiffusionInferer, Diff3MValidationInferer
+from monai_diff3m.inferers.image_scores import (
+    DEFAULT_SCORE,
+    SCORE_NAMES,
+    ImageScore,
+    ScoreInputs,
+    compute_image_scores,
+    register_image_score,
+    registered_image_scores,
+)

@@ -10,10 +10,8 @@ clipped to ``clip_range``; the update re-derives ε from the real x_t (the autho
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,97 +20,18 @@ from monai.inferers import Inferer
 from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
+from monai_diff3m.inferers.ddim import NOISING_MODES, NoisePrediction, ddim_steps, ddim_walk
+from monai_diff3m.inferers.image_scores import (
+    SCORE_NAMES,
+    LungSegmenter,
+    ScoreInputs,
+    compute_image_scores,
+    image_score,
+    import_score_modules,
+    shipped_lung_segmenter,
+)
 from monai_diff3m.networks.diff3m_unet import split_prediction
-from monai_diff3m.networks.lung_fields import LungFieldSegmenter
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
-from monai_diff3m.transforms.lung_fields import plausible_lung_fields
-
-NOISING_MODES = ("ddim_inversion", "stochastic")
-#: How DDIM steps are indexed, see ``ddim_steps``.
-DDIM_INDEXINGS = ("aligned", "authors")
-#: Image scores of docs/method.md §4, in report order: the authors' four first, then ours.
-SCORE_NAMES = ("mse", "mse_normalized", "max", "max_normalized", "p99_smoothed", "lung_mean", "lowpass_mse")
-#: The score ``scores.csv`` stands behind (``anomaly_score``): the one that holds on every real set (bundle docs).
-DEFAULT_SCORE = "lowpass_mse"
-#: Gaussian sigma of ``lowpass_mse`` in pixels per 64 pixels of image side (4 pixels at 64x64, 16 at 256x256), so
-#: that the band it keeps is the same fraction of the chest at every image size.
-LOWPASS_SIGMA_PER_64_PIXELS = 4.0
-
-
-#: How a schedule with every timestep between 0 and L is named (``num_steps=None``).
-FULL_SCHEDULE = "full"
-#: The timestep of the clean image in ``ddim_steps``: ᾱ = 1 there.
-CLEAN = -1
-
-
-@dataclass(frozen=True)
-class ScoringSchedule:
-    """How an image is noised and denoised; ``num_steps=None`` takes every timestep between 0 and L."""
-
-    noising: str
-    noise_level: int
-    num_steps: int | None
-    indexing: str = "aligned"
-
-    @property
-    def steps(self) -> int:
-        """DDIM steps between 0 and L: ``num_steps``, or L for the full schedule."""
-        return self.noise_level if self.num_steps is None else self.num_steps
-
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations per image: the denoising steps, and as many inversion steps for DDIM inversion."""
-        inversion, denoising = ddim_steps(self.noise_level, self.num_steps, self.indexing)
-        return len(denoising) + (len(inversion) if self.noising == "ddim_inversion" else 0)
-
-    @property
-    def name(self) -> str:
-        steps = FULL_SCHEDULE if self.num_steps is None else self.num_steps
-        indexing = "" if self.indexing == "aligned" else f" indexing={self.indexing}"
-        return f"{self.noising} L={self.noise_level} steps={steps}{indexing}"
-
-
-#: The authors' scoring: DDIM inversion with every timestep to L = 400 and back, indexed as their code (798 network
-#: evaluations per image). Their images are in [0, 1]: on this project's default [−1, 1] range the image has twice
-#: the amplitude, so L = 400 there is 4 times their signal-to-noise ratio; their noise corresponds to about t = 530.
-REFERENCE_SCHEDULE = ScoringSchedule("ddim_inversion", 400, None, "authors")
-
-
-def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:
-    """Ascending timesteps 0 = t_0 < t_1 < … < t_K = L; ``num_steps=None`` uses every timestep."""
-    if noise_level < 1:
-        raise ValueError(f"noise_level must be >= 1, got {noise_level}")
-    steps = noise_level if num_steps is None else num_steps
-    if not 1 <= steps <= noise_level:
-        raise ValueError(f"num_steps must be within [1, noise_level={noise_level}], got {num_steps}")
-    return torch.linspace(0, noise_level, steps + 1).round().long().tolist()
-
-
-def ddim_steps(
-    noise_level: int, num_steps: int | None, indexing: str = "aligned"
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(inversion, denoising) DDIM steps as (timestep the network is evaluated at, timestep the update moves to).
-
-    ``aligned``: the clean image stands at t = 0; inversion moves t_k → t_(k+1) up to L and denoising comes back
-    L → 0 over the same timesteps (``ddim_timesteps``).
-
-    ``authors`` (every timestep only): their code inverts k → k + 1 for k = 1 … L − 1 (the first step evaluates the
-    network at t = 1 on an image at t = 0, and the last one lands on L), then denoises i → i − 1 for i = L − 2 … 0,
-    the last step onto the clean image (ᾱ = 1, ``CLEAN``): denoising starts two timesteps below where the inversion
-    ended, a bug the preset reproduces; 2(L − 1) evaluations.
-    """
-    if indexing not in DDIM_INDEXINGS:
-        raise ValueError(f"indexing must be one of {DDIM_INDEXINGS}, got {indexing!r}")
-    if indexing == "aligned":
-        timesteps = ddim_timesteps(noise_level, num_steps)
-        inversion = list(zip(timesteps[:-1], timesteps[1:]))
-        return inversion, [(following, current) for current, following in reversed(inversion)]
-    if num_steps is not None or noise_level < 2:
-        raise ValueError(
-            "the authors' indexing exists for every timestep (num_steps=None) and L >= 2, "
-            f"got L={noise_level}, num_steps={num_steps}"
-        )
-    return [(k, k + 1) for k in range(1, noise_level)], [(i, i - 1) for i in range(noise_level - 2, -1, -1)]
 
 
 def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -131,67 +50,6 @@ def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
         noise.append(torch.randn(image.shape, generator=generator))
     return torch.stack(noise).to(images.device)
-
-
-def predict_x0(
-    noisy: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, clip_range: Sequence[float]
-) -> torch.Tensor:
-    """x̂₀ = clip((x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, ``clip_range``): the one x̂₀ of the package (every DDIM step, the
-    validation grids). ``noisy`` is x_t, or the PCM reconstruction x̃_t; ``alpha_bar`` broadcasts against it."""
-    return ((noisy - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()).clamp(*clip_range)
-
-
-def _minmax(images: torch.Tensor) -> torch.Tensor:
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    high = images.amax(dim=(1, 2, 3), keepdim=True)
-    return (images - low) / (high - low).clamp_min(1e-8)
-
-
-@functools.lru_cache(maxsize=1)
-def _lung_field_segmenter() -> LungFieldSegmenter:
-    return LungFieldSegmenter()
-
-
-def lung_masks(twin: torch.Tensor) -> torch.Tensor:
-    """Lung fields of each normal twin (N, 1, H, W), by the shipped lung-field network; the twin, not the input, so
-    a lesion that fills a lung cannot hide it. A twin whose mask is not two plausible lungs (``plausible_lung_fields``,
-    e.g. a blank or non-chest image) gets an all-True mask: its ``lung_mean`` is the whole-image mean."""
-    masks = _lung_field_segmenter()(twin.float())
-    implausible = torch.tensor(
-        [not plausible_lung_fields(mask[0].cpu().numpy()) for mask in masks], device=masks.device
-    )
-    return masks | implausible.view(-1, 1, 1, 1)
-
-
-def lowpass_sigma(image_size: int) -> float:
-    """``lowpass_mse``'s Gaussian sigma in pixels for square images of side ``image_size``."""
-    return LOWPASS_SIGMA_PER_64_PIXELS * image_size / 64
-
-
-def image_scores(image: torch.Tensor, twin: torch.Tensor, smoothed_map: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every image score of ``SCORE_NAMES`` for a batch, each of shape (N,).
-
-    ``lowpass_mse`` is the energy of the *signed* difference after a Gaussian of :func:`lowpass_sigma`. A
-    deterministic DDIM round trip reproduces a film almost exactly; what it does not reproduce splits into fine
-    detail (ribs, edges, grain), which is most of the residual's energy and can be larger on crisp normal films than
-    on abnormal ones, and a smooth shift towards normal anatomy where the film is not normal. Squaring before
-    smoothing (``mse``, ``p99_smoothed``) keeps the first, which is how those scores read below chance on real films;
-    smoothing before squaring keeps the second (measured in the bundle docs, "Real films").
-    """
-    lungs = lung_masks(twin).to(smoothed_map.dtype)
-    difference = image - twin
-    lowpass = GaussianFilter(spatial_dims=2, sigma=lowpass_sigma(image.shape[-1])).to(image.device)
-    normalized_difference = _minmax(image) - _minmax(twin)
-    flat_smoothed = smoothed_map.flatten(1)
-    return {
-        "mse": difference.pow(2).flatten(1).mean(dim=1),
-        "mse_normalized": normalized_difference.pow(2).flatten(1).mean(dim=1),
-        "max": difference.abs().flatten(1).amax(dim=1),
-        "max_normalized": normalized_difference.abs().flatten(1).amax(dim=1),
-        "p99_smoothed": torch.quantile(flat_smoothed, 0.99, dim=1),
-        "lung_mean": (smoothed_map * lungs).flatten(1).sum(dim=1) / lungs.flatten(1).sum(dim=1),
-        "lowpass_mse": lowpass(difference).pow(2).flatten(1).mean(dim=1),
-    }
 
 
 class Diff3MAnomalyInferer(Inferer):
@@ -216,6 +74,11 @@ class Diff3MAnomalyInferer(Inferer):
         indexing: ``"aligned"`` or the authors' (``ddim_steps``); ``"authors"`` needs DDIM inversion with every
             timestep and, as their code, first adds q(x_0 | image) noise (standard deviation √(1 − ᾱ₀) = 0.01),
             drawn here like the stochastic noise (:func:`image_noise`).
+        scores: the image scores computed for every film, by registered name (``image_scores``); default the
+            package's own, in report order.
+        score_modules: modules imported first, which register scores of the user's own for ``scores``.
+        lung_segmenter: (N, 1, H, W) films -> boolean lung masks, for ``lung_mean``; default the shipped
+            ``LungFieldSegmenter``, loaded on first use.
     """
 
     def __init__(
@@ -230,8 +93,16 @@ class Diff3MAnomalyInferer(Inferer):
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
         clip_range: Sequence[float] | None = None,
         indexing: str = "aligned",
+        scores: Sequence[str] = SCORE_NAMES,
+        score_modules: Sequence[str] = (),
+        lung_segmenter: LungSegmenter | None = None,
     ) -> None:
         super().__init__()
+        import_score_modules(score_modules)
+        for name in scores:
+            image_score(name)  # an unknown name fails here, before any film is scored
+        if not scores:
+            raise ValueError("scores must name at least one image score")
         if noising not in NOISING_MODES:
             raise ValueError(f"noising must be one of {NOISING_MODES}, got {noising!r}")
         if noise_level >= scheduler.num_train_timesteps:
@@ -252,6 +123,8 @@ class Diff3MAnomalyInferer(Inferer):
         clip_low, clip_high = (low, high) if clip_range is None else (float(bound) for bound in clip_range)
         self.clip_range = (clip_low, clip_high)
         self.indexing = indexing
+        self.score_names = tuple(scores)
+        self.lung_segmenter = lung_segmenter
 
     def __call__(  # type: ignore[override]
         self,
@@ -279,7 +152,8 @@ class Diff3MAnomalyInferer(Inferer):
             smoothed = anomaly_map
             if self.smoothing_sigma > 0:
                 smoothed = GaussianFilter(spatial_dims=2, sigma=self.smoothing_sigma).to(image.device)(anomaly_map)
-            scores = image_scores(image, twin, smoothed)
+            segmenter = self.lung_segmenter or shipped_lung_segmenter()
+            scores = compute_image_scores(self.score_names, ScoreInputs(image, twin, smoothed, segmenter))
         return {
             "twin": twin,
             "anomaly_map": anomaly_map,
@@ -288,9 +162,7 @@ class Diff3MAnomalyInferer(Inferer):
             "ehr_attention": attention,
         }
 
-    def _predict(
-        self, network, x, t, image, ehr, ehr_missing
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _predict(self, network, x, t, image, ehr, ehr_missing) -> NoisePrediction:
         """(ε̂, x̃_t or None, EHR attention or None) at timestep ``t``; x̃_t only when ``use_pcm`` and the network has
         PCM branches."""
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
@@ -304,23 +176,9 @@ class Diff3MAnomalyInferer(Inferer):
         return self.scheduler.add_noise(image, image_noise(image, self.seed), timesteps)
 
     def _ddim(self, x, steps, image, network, ehr, ehr_missing, alphas) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Deterministic DDIM moves (t → target) in either direction, with x̂₀ from x̃_t (PCM) and clipped.
+        """:func:`ddim_walk` along ``steps`` with this network's noise prediction under the film's EHR."""
 
-        x̂₀ = :func:`predict_x0` (from x̃_t with PCM), ε = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t), x_target = √ᾱ_target·x̂₀ +
-        √(1−ᾱ_target)·ε; the target ``CLEAN`` has ᾱ = 1. Returns the last x and the EHR attention averaged over the
-        steps. Kept instead of MONAI's ``DDIMScheduler.step``/``reversed_step``: those move only along their own grid
-        (t − T/num_inference_steps, not these 0…L or the authors' t ± 1 pairs), keep ε̂ when x̂₀ is clipped instead of
-        re-deriving it, and cannot take x̂₀ from x̃_t.
-        """
-        attention_sum = None
-        for current, target in steps:
-            predicted_noise, reconstruction, attention = self._predict(network, x, current, image, ehr, ehr_missing)
-            alpha = alphas[current]
-            alpha_target = torch.ones_like(alpha) if target == CLEAN else alphas[target]
-            source = x if reconstruction is None else reconstruction
-            x0_estimate = predict_x0(source, predicted_noise, alpha, self.clip_range)
-            noise = (x - alpha.sqrt() * x0_estimate) / (1 - alpha).sqrt()
-            x = alpha_target.sqrt() * x0_estimate + (1 - alpha_target).sqrt() * noise
-            if attention is not None:
-                attention_sum = attention if attention_sum is None else attention_sum + attention
-        return x, None if attention_sum is None else attention_sum / len(steps)
+        def predict(noisy: torch.Tensor, timestep: int) -> NoisePrediction:
+            return self._predict(network, noisy, timestep, image, ehr, ehr_missing)
+
+        return ddim_walk(x, steps, predict, alphas, self.clip_range)

@@ -9,7 +9,7 @@ import torch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import Scheduler
 
-from monai_diff3m.inferers.anomaly import predict_x0
+from monai_diff3m.inferers.ddim import predict_x0
 from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.diff3m_unet import split_prediction
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE

@@ -20,7 +20,8 @@ COMPONENTS = [
     (Diff3MUNet, "train.json", "network_args", ("ehr_group_sizes",)),  # the EHR field table's, for the groups
     (Diff3MLoss, "train.json", "loss", ()),
     (WarmupEMAHandler, "train.json", "ema", ("model",)),
-    (Diff3MAnomalyInferer, "inference.json", "inferer", ("scheduler", "image_range", "clip_range")),  # checkpoint's
+    # the checkpoint's range and schedule; the lung segmenter is a component (the class's None loads the same one)
+    (Diff3MAnomalyInferer, "inference.json", "inferer", ("scheduler", "image_range", "clip_range", "lung_segmenter")),
 ]
 
 
