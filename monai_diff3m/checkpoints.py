@@ -71,13 +71,17 @@ def _metadata(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     return metadata
 
 
-def checkpoint_name(ieca_mode: str | None = None, use_pcm: bool | str | None = False) -> str:
-    """``diff3m_<ieca_mode>[_pcm]``: the name of a run's ``_last.pt``/``_best.pt`` files and of its output folders.
+def checkpoint_name(ieca_mode: str | None = None, use_pcm: bool | str | None = False, preset: str | None = None) -> str:
+    """``diff3m_<ieca_mode>[_pcm]``, or ``diff3m_<preset>[_pcm]`` for a preset's runs (``reference``): the name of
+    a run's ``_last.pt``/``_best.pt`` files and of its output folders, made here only (every config calls this).
 
+    ``_pcm`` marks a model trained through the PCM stage (``train_pcm.json``), which scoring with ``use_pcm`` looks
+    for; the reference preset's first stage has PCM branches but keeps the plain name (``pcm_stage`` false).
     ``None`` (a scoring setting left to the checkpoint) picks the bundle's default, ``spatial`` without PCM;
     ``use_pcm`` may be a command-line string (``"true"``).
     """
-    return f"diff3m_{ieca_mode or 'spatial'}{'_pcm' if str2bool(use_pcm or False) else ''}"
+    family = preset or ieca_mode or "spatial"
+    return f"diff3m_{family}{'_pcm' if str2bool(use_pcm or False) else ''}"
 
 
 def trained_or_shipped(
