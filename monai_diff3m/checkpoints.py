@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from monai.networks.schedulers import DDPMScheduler
 from monai.utils import str2bool
 
 from monai_diff3m import schema
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 PCM_PREFIXES = ("pcm_encoders.", "pcm_decoder.")
 #: ``training_data`` of a checkpoint trained on the generated phantoms (``films`` otherwise).
 SYNTHETIC_TRAINING_DATA = "synthetic phantoms"
+#: The noise schedule of checkpoints that do not record theirs (before 0.6.0): every one of them was trained with it.
+UNRECORDED_SCHEDULE = {"schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.02}
 _EHR_PREFIXES = ("ehr_tokenizer.", "image_encoder.", "image_query.", "pooled_attention.", "condition_")
 
 
@@ -175,6 +178,15 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def noise_scheduler(metadata: Mapping[str, Any]) -> DDPMScheduler:
+    """The noise schedule a checkpoint was trained with, which scoring must reuse: its recorded ``scheduler_args``
+    (``train.json`` writes them), else ``UNRECORDED_SCHEDULE`` with the network's ``num_train_timesteps``."""
+    recorded = metadata.get("scheduler_args")
+    if recorded is None:
+        recorded = {"num_train_timesteps": metadata["network_args"]["num_train_timesteps"], **UNRECORDED_SCHEDULE}
+    return DDPMScheduler(**recorded)
 
 
 def network_for_checkpoint(path: str | Path) -> Diff3MUNet:

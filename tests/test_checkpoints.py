@@ -8,6 +8,7 @@ from monai_diff3m.checkpoints import (
     checkpoint_metadata,
     load_network_weights,
     network_from_checkpoint,
+    noise_scheduler,
     record_reference_scores,
     training_data_kind,
     training_data_warnings,
@@ -95,3 +96,15 @@ def test_training_data_kind_and_the_phantom_warning(tmp_path):
     assert training_data_warnings(metadata, tmp_path / "phantoms" / "images" / "test") == []
     assert "trained on synthetic phantoms" in training_data_warnings(metadata, tmp_path / "films")[0]
     assert training_data_warnings({"training_data": "films"}, tmp_path / "films") == []
+
+
+def test_scoring_reuses_the_noise_schedule_the_checkpoint_records():
+    """A schedule changed for training (here a larger beta_end over 500 steps) is the one scoring noises with; a
+    checkpoint from before schedules were recorded gets the linear schedule all of those were trained with."""
+    recorded = {"num_train_timesteps": 500, "schedule": "linear_beta", "beta_start": 0.0001, "beta_end": 0.03}
+    scheduler = noise_scheduler({"network_args": {"num_train_timesteps": 500}, "scheduler_args": recorded})
+    assert scheduler.num_train_timesteps == 500
+    torch.testing.assert_close(scheduler.betas[[0, -1]], torch.tensor([1e-4, 0.03]))
+    unrecorded = noise_scheduler({"network_args": {"num_train_timesteps": 1000}})
+    assert unrecorded.num_train_timesteps == 1000
+    torch.testing.assert_close(unrecorded.betas[[0, -1]], torch.tensor([1e-4, 0.02]))

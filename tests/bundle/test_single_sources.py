@@ -44,3 +44,15 @@ def test_checkpoint_names_are_made_only_by_checkpoint_name():
     assert name(["train.json", "reference.json", "train_pcm.json"]) == "diff3m_reference_pcm"
     assert name(["inference.json"], ieca_mode="pooled", use_pcm=True) == "diff3m_pooled_pcm"
     assert name(["inference.json", "evaluate.json", "reference_scoring.json"]) == "diff3m_reference_pcm"
+
+
+def test_the_noise_schedule_is_written_once_and_travels_with_the_checkpoint():
+    """``train.json`` builds its scheduler from ``scheduler_args`` and records them in the checkpoint; scoring reads
+    them back (``checkpoints.noise_scheduler``) instead of repeating the block."""
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json")])
+    parser.update({"scheduler_args#beta_end": 0.03})
+    assert parser.get_parsed_content("checkpoint_metadata")["scheduler_args"]["beta_end"] == 0.03
+    assert float(parser.get_parsed_content("scheduler").betas[-1]) == pytest.approx(0.03)
+    for config in ("inference.json", "reference.json", "reference_scoring.json"):
+        assert "beta_end" not in (CONFIGS / config).read_text(), config
