@@ -2,7 +2,7 @@
 
     python benchmarks/lung_fields.py --dataset-csv ../shared/data/nih_cxr14_dev64/labels.csv --montage-dir lung_montages
 
-"Found" means :func:`monai_diff3m.transforms.lung_fields.plausible_lung_fields` accepts the mask: two regions, one
+"Found" means :func:`monai_diff3m.networks.lung_field_rules.plausible_lung_fields` accepts the mask: two regions, one
 per side, of lung-like size, position, height and symmetry. That check cannot tell a lung from a lung-shaped
 mistake, so the montages (64 films per page, red = plausible mask, blue = rejected mask) are for looking at every film.
 The old threshold rule (``lung_field_mask``) is reported beside it for comparison.
@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from monai_diff3m import schema
+from monai_diff3m.networks.lung_field_rules import lung_field_mask, plausible_lung_fields
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter, normalise_for_lung_fields
 from monai_diff3m.transforms.image import read_chest_xray
-from monai_diff3m.transforms.lung_fields import lung_field_mask, plausible_lung_fields
 
 TILES_PER_ROW = 8
 TILES_PER_PAGE = 64

@@ -47,7 +47,7 @@ from scipy import ndimage
 
 from monai_diff3m import schema
 from monai_diff3m.data.phantom_folder import PARAMETERS_FILE
-from monai_diff3m.transforms.lung_fields import lung_field_mask
+from monai_diff3m.networks.lung_field_rules import lung_field_mask
 
 __all__ = [
     "LESION_TYPES",
@@ -437,7 +437,7 @@ def render_case(seed: int, index: int, image_size: int = 64, lesion: str | None 
 def measure_chest(image: np.ndarray) -> ChestMeasurements:
     """Measure heart width, thoracic width and lung height on a phantom film (uint8 or float in [0, 1]).
 
-    Lungs come from :func:`monai_diff3m.transforms.lung_fields.lung_field_mask`. The heart width
+    Lungs come from :func:`monai_diff3m.networks.lung_field_rules.lung_field_mask`. The heart width
     is the widest gap between the two lungs in the lower half of the lungs, above the right hemidiaphragm dome
     (below it the lung ends at the diaphragm, not at the heart). These are the measurements a radiologist takes for
     the cardiothoracic ratio. On normal phantoms they recover the rendered heart width with a spread of about 1% at

@@ -3,9 +3,9 @@
 No lung annotations exist for the datasets this project reads, so labels come from rules where the rules are
 unambiguous and from the network itself elsewhere:
 
-1. Real films: :func:`~monai_diff3m.transforms.lung_fields.separated_lung_fields`, kept where
-   :func:`~monai_diff3m.transforms.lung_fields.plausible_lung_fields` accepts the mask. Phantom films: the exact
-   rule :func:`~monai_diff3m.transforms.lung_fields.lung_field_mask`, so one network serves both.
+1. Real films: :func:`~monai_diff3m.networks.lung_field_rules.separated_lung_fields`, kept where
+   :func:`~monai_diff3m.networks.lung_field_rules.plausible_lung_fields` accepts the mask. Phantom films: the exact
+   rule :func:`~monai_diff3m.networks.lung_field_rules.lung_field_mask`, so one network serves both.
 2. A MONAI ``UNet`` learns from those with random affine, contrast and noise augmentation (the labelled films are
    the easy ones; augmentation makes them look like the rest).
 3. The network labels every real film; the plausible masks become the next round's labels, and it is retrained.
@@ -32,6 +32,7 @@ from monai.utils import set_determinism
 from monai_diff3m import schema
 from monai_diff3m.data.phantoms import render_case
 from monai_diff3m.io import atomic_path
+from monai_diff3m.networks.lung_field_rules import lung_field_mask, plausible_lung_fields, separated_lung_fields
 from monai_diff3m.networks.lung_fields import (
     DEFAULT_WEIGHTS,
     LUNG_FIELD_SIZE,
@@ -40,7 +41,6 @@ from monai_diff3m.networks.lung_fields import (
     normalise_for_lung_fields,
 )
 from monai_diff3m.transforms.image import read_chest_xray
-from monai_diff3m.transforms.lung_fields import lung_field_mask, plausible_lung_fields, separated_lung_fields
 
 logger = logging.getLogger(__name__)
 

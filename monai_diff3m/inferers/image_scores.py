@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from monai.networks.layers import GaussianFilter
 
+from monai_diff3m.networks.lung_field_rules import plausible_lung_fields
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter
-from monai_diff3m.transforms.lung_fields import plausible_lung_fields
 
 #: (N, 1, H, W) films -> (N, 1, H, W) boolean lung masks, e.g. ``LungFieldSegmenter``.
 LungSegmenter = Callable[[torch.Tensor], torch.Tensor]

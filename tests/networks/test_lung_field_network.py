@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from monai_diff3m.data.phantoms import render_case
+from monai_diff3m.networks.lung_field_rules import lung_field_mask, plausible_lung_fields
 from monai_diff3m.networks.lung_fields import LungFieldSegmenter, largest_region_per_side, normalise_for_lung_fields
 from monai_diff3m.transforms.image import read_chest_xray
-from monai_diff3m.transforms.lung_fields import lung_field_mask, plausible_lung_fields
 
 REAL_FILMS = Path(__file__).resolve().parents[1] / "data" / "nih64"
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from monai_diff3m.data.phantoms import render_case
-from monai_diff3m.transforms.lung_fields import lung_field_mask, otsu_threshold
+from monai_diff3m.networks.lung_field_rules import lung_field_mask, otsu_threshold
 
 
 def test_otsu_splits_two_clusters():
@@ -26,7 +26,7 @@ def test_no_lungs_gives_an_empty_mask_and_bad_shapes_an_error():
 
 
 def test_separated_rule_finds_lungs_of_a_phantom_and_the_strict_check_is_stricter():
-    from monai_diff3m.transforms.lung_fields import plausible_lung_fields, separated_lung_fields
+    from monai_diff3m.networks.lung_field_rules import plausible_lung_fields, separated_lung_fields
 
     image = render_case(seed=0, index=3, image_size=64).image
     mask = separated_lung_fields(image)
