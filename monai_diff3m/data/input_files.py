@@ -13,6 +13,8 @@ from pathlib import Path
 
 from monai_diff3m.errors import MissingInputError
 
+#: ``(path, reason)``: an input that is not scored and why, one ``failures.csv`` row.
+Failure = tuple[str, str]
 #: Empty file the result writer leaves in every output folder, so input scans recognise and skip the folder.
 OUTPUT_FOLDER_MARKER = ".diff3m-output"
 

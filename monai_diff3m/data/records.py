@@ -14,11 +14,11 @@ from typing import Any
 
 from monai_diff3m import schema
 from monai_diff3m.data.dataset_csv import IMAGE_KEY
-from monai_diff3m.data.dicom import scan_dicom_folder, scan_image_folder
+from monai_diff3m.data.dicom import scan_dicom_folder
+from monai_diff3m.data.image_folder import scan_image_folder
+from monai_diff3m.data.input_files import Failure
 
 logger = logging.getLogger(__name__)
-
-Failure = tuple[str, str]
 
 
 def scan_inputs(

@@ -8,7 +8,7 @@ from PIL import Image
 
 from monai_diff3m.data.csv_files import DatasetCSVError
 from monai_diff3m.data.dataset_csv import read_dataset_csv
-from monai_diff3m.data.dicom import scan_image_folder
+from monai_diff3m.data.image_folder import scan_image_folder
 
 HEADER = "Path,Sex,Age,AP/PA,No Finding\n"
 ROWS = "a.png,Female,61,PA,1.0\nb.png,Male,40,AP,\n"
