@@ -197,11 +197,6 @@ def one_film_per_patient_metrics(
     return {"n": metrics["n"], "n_abnormal": metrics["n_abnormal"], **metrics["scores"][score]}
 
 
-def ehr_columns_of(ehr_groups: Sequence[str]) -> list[str]:
-    """The EHR columns the model reads for its EHR groups (the EHR-only row uses the same)."""
-    return list(schema.ehr_columns(ehr_groups))
-
-
 def has_informative_ehr(csv_path: str, columns: Sequence[str]) -> bool:
     """Whether any of ``columns`` takes two or more values in ``csv_path``: the ZhangLab set has no sex or age and
     one view for every film, from which no EHR row can learn anything."""
@@ -348,7 +343,7 @@ def compare(
 ) -> dict[str, dict[str, Any]]:
     """Every method and EHR row for every seed; each row holds the first seed's full metrics and ``seed_auroc``."""
     results: dict[str, dict[str, Any]] = {}
-    ehr_columns = ehr_columns_of(dataset.train_overrides.get("ehr_groups", schema.ehr_groups()))
+    ehr_columns = list(schema.ehr_columns(dataset.train_overrides.get("ehr_groups", schema.ehr_groups())))
     image_root = dataset.score_overrides.get("image_root")
     for seed in seeds:
         rows: dict[str, dict[str, Any]] = {}
