@@ -4,10 +4,11 @@ The model's map comes at the model's resolution; a reader of the results wants i
 is brought back to the film's size (bilinear) and written with the film's affine (its pixel spacing). Both files
 are written to a temporary name and renamed, so a killed run never leaves half a map under a name a table points at.
 
-Why not MONAI's ``SaveImage`` for the NIfTI: it reports any failed write (a full disk) as "cannot find a suitable
-writer", and the failure row of a map must say what went wrong; it writes under its own name only unless given one,
-and MONAI 1.6's NIfTI writer fails on a 2D image unless it resamples the map onto its own affine. nibabel, which
-MONAI's writer calls, writes the same file directly. The overlay is MONAI's ``blend_images`` (``map_overlay``).
+Why nibabel rather than MONAI's ``SaveImage``: ``SaveImage`` reports any failed write (a full disk) as "cannot find
+a suitable writer", while the ``failures.csv`` row of a map must name the real cause; its folder layout writes onto the
+final name, not to a temporary file renamed once complete; and MONAI 1.6's NIfTI writer fails on a 2D image unless
+told to resample it onto its own affine. nibabel, which MONAI's NIfTI writer calls, writes the same file in one call.
+The overlay is drawn with MONAI's ``blend_images`` (``reports.figures.map_overlay``).
 """
 
 from __future__ import annotations
