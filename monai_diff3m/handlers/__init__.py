@@ -1,9 +1,11 @@
-from monai_diff3m.handlers.anomaly_results import AnomalyEvaluationHandler, AnomalyResultWriter
+from monai_diff3m.handlers.anomaly_maps import AnomalyMapWriter
 from monai_diff3m.handlers.checkpoint import CheckpointWriter, ResumeFromCheckpoint
 from monai_diff3m.handlers.ema import WarmupEMAHandler
+from monai_diff3m.handlers.evaluation import AnomalyEvaluationHandler
 from monai_diff3m.handlers.finite_loss import FiniteLossCheck
 from monai_diff3m.handlers.image_grids import ImageGridHandler
 from monai_diff3m.handlers.progress import TerminalProgressBar
 from monai_diff3m.handlers.report import HTMLReportHandler
-from monai_diff3m.handlers.sharded_results import ShardedAnomalyResultWriter
+from monai_diff3m.handlers.score_table import ScoreTableWriter
+from monai_diff3m.handlers.sharded_score_table import ShardedScoreTableWriter
 from monai_diff3m.handlers.training_stats import TrainingRateHandler

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib import colormaps
+from monai.visualize import blend_images
 from PIL import Image, ImageDraw, ImageFont
 
 MAP_COLORMAP = "inferno"
@@ -42,12 +43,23 @@ def to_gray(image: np.ndarray, value_range: Sequence[float] | None = None) -> np
 
 
 def map_overlay(gray: np.ndarray, anomaly_map: np.ndarray, map_max: float) -> np.ndarray:
-    """RGB uint8: ``gray`` (in [0, 1]) blended with ``anomaly_map`` coloured on the shared scale [0, ``map_max``]."""
-    scaled = np.clip(anomaly_map / max(map_max, 1e-8), 0.0, 1.0)
-    heat = colormaps[MAP_COLORMAP](scaled)[..., :3]
-    alpha = OPACITY * scaled[..., None]
-    blended = gray[..., None] * (1.0 - alpha) + heat * alpha
-    return (blended * 255.0).round().astype(np.uint8)
+    """RGB uint8: ``gray`` (in [0, 1]) blended with ``anomaly_map`` coloured on the shared scale [0, ``map_max``].
+
+    MONAI's ``blend_images`` draws it, given the map already on the shared scale (``rescale_arrays=False``: its
+    default rescales every map to its own maximum) and an opacity that grows with the map value, so that a quiet
+    pixel keeps the film visible. The map goes in as float64 because ``blend_images`` returns the colours in the
+    map's dtype: float32 colours would round a few pixels of a float32 map one gray level differently.
+    """
+    scaled = np.clip(anomaly_map / max(map_max, 1e-8), 0.0, 1.0)[None]
+    blended = blend_images(
+        gray[None],
+        scaled.astype(np.float64),
+        alpha=OPACITY * scaled,
+        cmap=MAP_COLORMAP,
+        rescale_arrays=False,
+        transparent_background=False,
+    )
+    return (np.moveaxis(np.asarray(blended), 0, -1) * 255.0).round().astype(np.uint8)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -8,8 +8,7 @@ PNG/JPEG with Pillow and DICOM with pydicom: an image is read as it is displayed
 whatever encoding carries it. Every image becomes a float32 ``(1, H, W)`` tensor: axis 1 runs over rows, axis 2 over
 columns, as displayed (the EXIF orientation of a PNG/JPEG is applied; DICOM pixels are never transposed).
 ``spacing`` holds (row, column) spacing in mm and the affine carries the same diagonal, so anomaly maps written
-later with MONAI's NIfTI writer keep the detector's pixel size (MONAI 1.6's ``SaveImage`` cannot write a 2D image:
-append a singleton axis, ``image[..., None]``, with ``squeeze_end_dims=False``).
+with the film's affine (``handlers.anomaly_maps``) keep the detector's pixel size.
 """
 
 from __future__ import annotations

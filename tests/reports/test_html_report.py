@@ -1,4 +1,4 @@
-"""scores.csv columns, film-resolution maps and the HTML report, from a result writer fed synthetic batches."""
+"""scores.csv columns, film-resolution maps and the HTML report, from a score table writer fed synthetic batches."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine
 from PIL import Image
 
-from monai_diff3m.handlers import AnomalyResultWriter, HTMLReportHandler
+from monai_diff3m.handlers import AnomalyMapWriter, HTMLReportHandler, ScoreTableWriter
 from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES
 from monai_diff3m.transforms import ehr_slot_names
 
@@ -65,13 +65,16 @@ def _batch(records: list[dict]) -> dict:
     }
 
 
-def _score(tmp_path: Path, **writer_args) -> Path:
+def _score(tmp_path: Path, map_max: float | None = None, **table_args) -> Path:
     records = _films(tmp_path / "films")
     output = tmp_path / "out"
-    writer = AnomalyResultWriter(output, records, slot_names=SLOTS, **writer_args)
+    map_writer = AnomalyMapWriter(output, map_max=map_max)
+    score_table = ScoreTableWriter(
+        output, records, slot_names=SLOTS, map_writer=map_writer, map_max=map_max, **table_args
+    )
     engine = Engine(evaluator_step)
-    writer.attach(engine)
-    HTMLReportHandler(writer, warnings=["trained on synthetic phantoms"]).attach(engine)
+    score_table.attach(engine)
+    HTMLReportHandler(score_table, warnings=["trained on synthetic phantoms"]).attach(engine)
     engine.run([_batch(records)], max_epochs=1)
     return output
 

@@ -1,4 +1,9 @@
-"""Ignite handlers that turn scored batches into files: scores.csv, failures.csv, NIfTI/PNG maps, metrics.json."""
+"""Ignite handler that turns scored batches into the run's tables: scores.csv and failures.csv.
+
+It owns the output folder for the run (the lock, the clean start, the partial tables promoted at the end), so the
+other writers of a scoring run (the map files, metrics.json, report.html) write into a folder it has made safe and
+read the rows from it.
+"""
 
 from __future__ import annotations
 
@@ -8,66 +13,50 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from ignite.engine.events import RemovableEventHandle
 from monai.utils import CommonKeys, str2bool
-from nibabel.spatialimages import HeaderDataError
-from PIL import Image
-from torch.utils.tensorboard import SummaryWriter
 
 from monai_diff3m import schema
 from monai_diff3m.errors import InvalidInputError
+from monai_diff3m.handlers.anomaly_maps import MAP_COLUMNS, MAP_WRITE_ERRORS, AnomalyMapWriter, default_map_max
+from monai_diff3m.handlers.evaluation import CURVES_FILE, METRICS_FILE
 from monai_diff3m.handlers.output_folder import GrowingCSV, OutputFolder, partial_path
 from monai_diff3m.inferers.image_scores import DEFAULT_SCORE, SCORE_NAMES
-from monai_diff3m.io import atomic_path, write_json_atomic
-from monai_diff3m.metrics.anomaly_metrics import (
-    abnormal_labels,
-    below_chance_warnings,
-    evaluate_table,
-    pixel_metrics,
-    present_subgroups,
-)
-from monai_diff3m.metrics.plots import save_roc_pr_curves
-from monai_diff3m.reports.figures import FilmPreview, map_overlay, overlay_with_legend, to_gray
+from monai_diff3m.reports.figures import FilmPreview
 from monai_diff3m.reports.html import REPORT_FILE
-from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE, read_chest_xray
+from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
 logger = logging.getLogger(__name__)
 
 RECORD_COLUMNS = (schema.PATIENT_ID, schema.EHR_ROW, schema.NO_FINDING, schema.LESION)
 SCORES_FILE = "scores.csv"
 FAILURES_FILE = "failures.csv"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "roc_pr_curves.png"
-MAP_COLUMNS = ("map_nifti", "map_overlay")
 FAILURE_COLUMNS = ("path", "reason")
 #: The column of the score the bundle stands behind (``score``); every score also keeps its own column.
 PRIMARY_SCORE_COLUMN = "anomaly_score"
 #: Percent of the reference normals (the validation normals recorded with the checkpoint) scoring at most as high.
 PERCENTILE_COLUMN = "anomaly_percentile"
-#: Default full-colour value of the maps, as a fraction of the width of the image range.
-MAP_MAX_FRACTION = 0.25
 
 
-class AnomalyResultWriter:
-    """Write one row per scored image to ``scores.csv``, the inputs that could not be scored to ``failures.csv``, and
-    the anomaly maps, keeping the output folder consistent whatever happens to the run.
+class ScoreTableWriter:
+    """Write one row per scored image to ``scores.csv`` and the inputs that could not be scored to ``failures.csv``,
+    keeping the output folder consistent whatever happens to the run.
 
     Each row has the image, ``anomaly_score`` (the configured ``score``, the one the model stands behind; with
     ``reference_scores``, also ``anomaly_percentile`` among those normals), the labels and EHR values the model was
     given (as read; empty = missing, encoded as the learned "missing" token), every score under its own name, and the
     attention weight of each EHR field the film had (for a one-hot field, the weight of the film's own category;
-    fields no record has get no column). Maps are written per image at the film's own resolution, as NIfTI (with the
-    film's spacing) and as a PNG overlay on one colour scale for every film (``map_max``), with a title and a colour
-    bar; a computed score is never lost: an image whose map cannot be written (a full disk, a film that cannot be
-    re-read) keeps its ``scores.csv`` row without map columns, gets a ``failures.csv`` row saying so, and the run ends
-    with ``OutputWriteError`` (a nonzero exit) after every table is written; a score table that cannot be written
-    logs the batch's scores before the error stops the run. The
-    ``max_previews`` highest-scoring films are kept at the model's resolution for the HTML report and TensorBoard.
+    fields no record has get no column). With a ``map_writer``, each row's map files are written as the row is made
+    (see ``AnomalyMapWriter``) and named in its ``map_nifti`` / ``map_overlay`` columns; a computed score is never
+    lost: an image whose map cannot be written (a full disk, a film that cannot be re-read) keeps its ``scores.csv``
+    row with empty map columns, gets a ``failures.csv`` row saying so, and the run ends with ``OutputWriteError`` (a
+    nonzero exit) after every table is written; a score table that cannot be written logs the batch's scores before
+    the error stops the run. The ``max_previews`` highest-scoring films are kept at the model's resolution for the
+    HTML report and TensorBoard, drawn on the maps' colour scale (``image_range``, ``map_max``).
 
     When the run starts, the writer locks the folder against a second run and refuses a folder with earlier
     results unless ``overwrite`` (``OutputFolder``), then removes the
@@ -80,12 +69,15 @@ class AnomalyResultWriter:
         records: the records that were scored (their ``source`` identifies them) for the EHR and label columns.
         slot_names: EHR token names (``ehr_slot_names(groups)``) for the attention columns; empty without EHR.
         failures: ``(path, reason)`` of inputs that could not be scored, written to ``failures.csv``.
-        write_maps: write the per-image NIfTI and PNG maps (off for quick evaluations).
+        map_writer: writes each image's NIfTI and PNG maps; None writes none (quick evaluations).
         keep_maps: keep maps and masks in memory for pixel-level metrics.
-        image_range: intensity range of the scored images, to show them in gray in the overlays.
-        score: the image score of ``SCORE_NAMES`` written as ``anomaly_score``.
+        image_range: intensity range of the scored images, to show the previews in gray.
+        score_names: the image scores the inferer computes (``Diff3MAnomalyInferer(scores=...)``), each its own
+            column in that order; the evaluation reports these.
+        score: the one of ``score_names`` written as ``anomaly_score``.
         reference_scores: ``score`` of reference normal films, for ``anomaly_percentile``; None or empty: no column.
-        map_max: map value (intensity units) drawn at full colour on every film; default a quarter of the range.
+        map_max: map value (intensity units) drawn at full colour in the previews, the ``map_writer``'s too (one
+            colour scale for every map the run shows); default a quarter of the range.
         max_previews: films kept for the report and TensorBoard (the highest scores).
         overwrite: allow an output folder that holds an earlier run's results, which are then replaced.
     """
@@ -96,27 +88,35 @@ class AnomalyResultWriter:
         records: Sequence[Mapping[str, Any]],
         slot_names: Sequence[str] = (),
         failures: Sequence[tuple[str, str]] = (),
-        write_maps: bool = True,
+        map_writer: AnomalyMapWriter | None = None,
         keep_maps: bool = False,
         image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        score_names: Sequence[str] = SCORE_NAMES,
         score: str = DEFAULT_SCORE,
         reference_scores: Sequence[float] | None = None,
         map_max: float | None = None,
         max_previews: int = 100,
         overwrite: bool | str = False,
     ) -> None:
-        if score not in SCORE_NAMES:
-            raise InvalidInputError(f"--score must be one of {list(SCORE_NAMES)}, got {score!r}")
+        if score not in score_names:
+            raise InvalidInputError(f"--score must be one of the computed scores {list(score_names)}, got {score!r}")
         self.output_dir = Path(output_dir)
         self.records = {str(record.get("source")): record for record in records}
         self.slot_names = list(slot_names)
         self.input_failures = list(failures)
-        self.write_maps = write_maps
+        self.map_writer = map_writer
         self.keep_maps = keep_maps
         self.image_range = tuple(float(bound) for bound in image_range)
+        self.score_names = tuple(score_names)
         self.score = score
         self.reference_scores = np.sort(np.asarray(reference_scores if reference_scores else [], dtype=float))
-        self.map_max = MAP_MAX_FRACTION * (self.image_range[1] - self.image_range[0]) if map_max is None else map_max
+        self.map_max = default_map_max(self.image_range) if map_max is None else float(map_max)
+        if map_writer is not None and (map_writer.image_range, map_writer.map_max) != (self.image_range, self.map_max):
+            raise InvalidInputError(
+                f"the maps ({map_writer.image_range}, map_max {map_writer.map_max}) and the previews "
+                f"({self.image_range}, map_max {self.map_max}) must share one colour scale: give both the same "
+                "image_range and map_max"
+            )
         self.max_previews = max_previews
         self.attention_fields = present_ehr_fields(self.slot_names, self.records.values())
         self.previews: list[FilmPreview] = []
@@ -166,6 +166,11 @@ class AnomalyResultWriter:
         twin = output["twin"].float().cpu().numpy()
         anomaly_map = output["anomaly_map"].float().cpu().numpy()
         scores = {name: value.float().cpu().numpy() for name, value in output["scores"].items()}
+        if tuple(scores) != self.score_names:
+            raise InvalidInputError(
+                f"the inferer computes the scores {list(scores)}, the score table expects {list(self.score_names)}: "
+                "give both the same list (inference.json's score_names)"
+            )
         attention = output.get("ehr_attention")
         attention = None if attention is None else attention.float().cpu().numpy()
         ehr, missing = output.get("ehr"), output.get("ehr_missing")
@@ -186,19 +191,10 @@ class AnomalyResultWriter:
             row.update({name: float(values[index]) for name, values in scores.items()})
             if attention is not None:
                 row.update(self._attention_columns(attention[index], None if given is None else given[index]))
-            if self.write_maps:
-                name = self._unique_name(image_path)
-                row.update(dict.fromkeys(MAP_COLUMNS))  # the columns exist even when the first batch's maps fail
-                try:
-                    self._write_map_files(name, image_path, anomaly_map[index, 0], score)
-                    row["map_nifti"] = f"maps/{name}.nii.gz"
-                    row["map_overlay"] = f"overlays/{name}.png"
-                except (OSError, ValueError, HeaderDataError) as error:
-                    logger.error("the anomaly map of %s cannot be written (its scores are kept): %s", image_path, error)
-                    reason = (
-                        "scored (its row in scores.csv has the scores), but its anomaly map cannot be written: "
-                        f"{type(error).__name__}: {error}"
-                    )
+            if self.map_writer is not None:
+                files, reason = self._write_maps(self.map_writer, image_path, score, anomaly_map[index, 0])
+                row.update(files)
+                if reason is not None:
                     failures.append((image_path, reason))
                     self.unwritten_maps.append(image_path)
             rows.append(row)
@@ -214,9 +210,27 @@ class AnomalyResultWriter:
             self._scores.append(rows)
         except OSError:
             for row in rows:  # the last place a computed score can go
-                logger.error("score table cannot be written; scores of %s: %s", row["image"], _score_text(row))
+                logger.error(
+                    "score table cannot be written; scores of %s: %s", row["image"], _score_text(row, self.score_names)
+                )
             raise
         self._failures.append([dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
+
+    def _write_maps(
+        self, map_writer: AnomalyMapWriter, image_path: str, score: float, anomaly_map: np.ndarray
+    ) -> tuple[dict[str, str | None], str | None]:
+        """The row's ``MAP_COLUMNS`` and None, or, when the maps cannot be written, empty columns (the columns exist
+        even when the first batch's maps fail) and the reason for ``failures.csv``."""
+        name = self._unique_name(image_path)
+        try:
+            return dict(map_writer.write(name, image_path, anomaly_map, self._title(image_path, score))), None
+        except MAP_WRITE_ERRORS as error:
+            logger.error("the anomaly map of %s cannot be written (its scores are kept): %s", image_path, error)
+            reason = (
+                "scored (its row in scores.csv has the scores), but its anomaly map cannot be written: "
+                f"{type(error).__name__}: {error}"
+            )
+            return dict.fromkeys(MAP_COLUMNS), reason
 
     def _given_slots(self, ehr: np.ndarray, missing: Any) -> np.ndarray:
         """(N, slots) True where the film had the slot's value: present, and for a one-hot slot its own category."""
@@ -251,42 +265,17 @@ class AnomalyResultWriter:
         self._used_names.add(name)
         return name
 
-    def _write_map_files(self, name: str, image_path: str, anomaly_map: np.ndarray, score: float) -> None:
-        """The map brought back to the film's own size and spacing, as NIfTI and as an overlay on the film."""
-        film = read_chest_xray(image_path)
-        height, width = film.shape[1:]
-        spacing = (float(film.affine[0, 0]), float(film.affine[1, 1]))
-        full_map = torch.nn.functional.interpolate(
-            torch.from_numpy(anomaly_map)[None, None], size=(height, width), mode="bilinear", align_corners=False
-        )[0, 0].numpy()
-        nifti_path = self.output_dir / "maps" / f"{name}.nii.gz"
-        nifti_path.parent.mkdir(parents=True, exist_ok=True)
-        affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
-        with atomic_path(nifti_path) as temporary:
-            nib.save(nib.Nifti1Image(full_map.astype(np.float32), affine), str(temporary))
-        overlay = map_overlay(to_gray(film[0].numpy()), full_map, self.map_max)
+    def _title(self, image_path: str, score: float) -> str:
+        """The overlay's title: the film, its score and, with reference normals, how many of them it exceeds."""
         title = f"{Path(image_path).name}   anomaly score {score:.4g} ({self.score})"
         if self.reference_scores.size:
-            percentile = (
-                100.0 * np.searchsorted(self.reference_scores, score, side="right") / self.reference_scores.size
-            )
-            title += f", above {percentile:.0f}% of reference normals"
-        figure = overlay_with_legend(overlay, self.map_max, title, units=self.intensity_units)
-        overlay_path = self.output_dir / "overlays" / f"{name}.png"
-        overlay_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(overlay_path) as temporary:
-            figure.save(temporary, format="PNG")
+            title += f", above {self.percentile(score):.0f}% of reference normals"
+        return title
 
     def percentile(self, score: float) -> float:
         """Percent of the reference normals whose score is at most ``score``."""
         below = np.searchsorted(self.reference_scores, score, side="right")
         return 100.0 * float(below) / self.reference_scores.size
-
-    @property
-    def intensity_units(self) -> str:
-        """How a map value reads: the film's gray range spans ``image_range``."""
-        low, high = self.image_range
-        return f"film gray range = [{low:g}, {high:g}]"
 
     def ranked_previews(self) -> list[FilmPreview]:
         """The kept films, highest ``anomaly_score`` first."""
@@ -349,106 +338,5 @@ class OutputWriteError(OSError):
     """Scoring finished and its tables are written, but some outputs (anomaly maps) could not be."""
 
 
-def _score_text(row: Mapping[str, Any]) -> str:
-    return ", ".join(f"{name}={row[name]:.6g}" for name in SCORE_NAMES if name in row)
-
-
-class AnomalyEvaluationHandler:
-    """After scoring a labelled split: metrics.json, ROC/PR curves and TensorBoard scalars and images.
-
-    Image metrics (AUROC, AUPRC, best F1 and threshold, sensitivity at 95% specificity, bootstrap intervals) for
-    every score, per subgroup (sex, age band, view), and pixel metrics of the smoothed maps where masks exist. In
-    TensorBoard, under ``tag_prefix`` (``valid``, ``test``: each evaluation its own tags, in its own run folder): the
-    metrics, the curves, and the highest-scoring films, one a row, highest first (input | twin | map on the shared
-    scale).
-
-    Args:
-        writer: the ``AnomalyResultWriter`` attached to the same evaluator (attach it first).
-        output_dir: folder for ``metrics.json`` and ``roc_pr_curves.png``.
-        summary_writer: TensorBoard writer for the metric scalars (optional).
-        num_bootstrap: bootstrap resamples for the intervals.
-        seed: bootstrap seed.
-        tag_prefix: TensorBoard tag prefix, the name of the evaluated split.
-        num_top_films: films in the TensorBoard grid of the highest scores.
-    """
-
-    def __init__(
-        self,
-        writer: AnomalyResultWriter,
-        output_dir: str | Path,
-        summary_writer: SummaryWriter | None = None,
-        num_bootstrap: int = 1000,
-        seed: int = 0,
-        tag_prefix: str = "test",
-        num_top_films: int = 8,
-    ) -> None:
-        self.writer = writer
-        self.tag_prefix = tag_prefix
-        self.num_top_films = num_top_films
-        self.output_dir = Path(output_dir)
-        self.summary_writer = summary_writer
-        self.num_bootstrap = num_bootstrap
-        self.seed = seed
-        self.metrics: dict[str, Any] = {}
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        table = self.writer.table()
-        if schema.NO_FINDING not in table.columns:
-            raise ValueError(f"evaluation needs labels: the scored records have no {schema.NO_FINDING!r} column")
-        groups = present_subgroups(table)
-        metrics = evaluate_table(
-            table, list(SCORE_NAMES), schema.NO_FINDING, groups, self.num_bootstrap, seed=self.seed
-        )
-        lesion_masks = [mask for mask in self.writer.masks if mask.any()]
-        if self.writer.masks and lesion_masks:
-            metrics["pixel"] = pixel_metrics(np.stack(self.writer.masks), np.stack(self.writer.maps), seed=self.seed)
-        metrics["warnings"] = below_chance_warnings(metrics)
-        for warning in metrics["warnings"]:
-            logger.warning(warning)
-        self.metrics = metrics
-        write_json_atomic(metrics, self.output_dir / METRICS_FILE)
-        labels = abnormal_labels(table)
-        save_roc_pr_curves(
-            labels, {name: table[name].to_numpy() for name in SCORE_NAMES}, self.output_dir / CURVES_FILE
-        )
-        if self.summary_writer is not None:
-            self._log_tensorboard(self.summary_writer, metrics, engine.state.epoch)
-        primary, best = self.writer.score, metrics["best_score"]
-        logger.info(
-            "anomaly_score (%s): AUROC %.3f, AUPRC %.3f; best of all scores here: %s (AUROC %.3f)",
-            primary,
-            metrics["scores"][primary]["auroc"],
-            metrics["scores"][primary]["auprc"],
-            best,
-            metrics["scores"][best]["auroc"],
-        )
-
-    def _log_tensorboard(self, summary_writer: SummaryWriter, metrics: dict[str, Any], step: int) -> None:
-        prefix = self.tag_prefix
-        for name, values in metrics["scores"].items():
-            for metric in ("auroc", "auprc", "best_f1", "sensitivity_at_95_specificity"):
-                summary_writer.add_scalar(f"{prefix}/{name}/{metric}", values[metric], step)
-        for metric, value in metrics.get("pixel", {}).items():
-            if metric.startswith(("pixel_", "best_dice")):
-                summary_writer.add_scalar(f"{prefix}/pixel/{metric}", value, step)
-        with Image.open(self.output_dir / CURVES_FILE) as curves:
-            summary_writer.add_image(
-                f"{prefix}/roc_pr_curves", np.asarray(curves.convert("RGB")), step, dataformats="HWC"
-            )
-        top = self.writer.ranked_previews()[: self.num_top_films]
-        if top:
-            low, high = self.writer.image_range
-            rows = []
-            for preview in top:
-                film = to_gray(preview.film, (low, high))
-                twin = to_gray(preview.twin, (low, high))
-                overlay = map_overlay(film, preview.anomaly_map, self.writer.map_max)
-                gray = [
-                    np.repeat((image[..., None] * 255).round().astype(np.uint8), 3, axis=2) for image in (film, twin)
-                ]
-                rows.append(np.concatenate([*gray, overlay], axis=1))
-            summary_writer.add_image(f"{prefix}/top_scoring_films", np.concatenate(rows), step, dataformats="HWC")
-        summary_writer.flush()
+def _score_text(row: Mapping[str, Any], score_names: Sequence[str]) -> str:
+    return ", ".join(f"{name}={row[name]:.6g}" for name in score_names if name in row)

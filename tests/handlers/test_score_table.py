@@ -1,5 +1,5 @@
-"""The result writer keeps an output folder consistent: one run at a time, tables grown per batch and promoted at the
-end, no stale table pointing at new maps, and a map that cannot be written costs only its own image."""
+"""The score table writer keeps an output folder consistent: one run at a time, tables grown per batch and promoted
+at the end, no stale table pointing at new maps, and a map that cannot be written costs only its own image."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 
 from monai_diff3m.data.input_files import OUTPUT_FOLDER_MARKER
-from monai_diff3m.handlers import AnomalyResultWriter, anomaly_results
+from monai_diff3m.errors import InvalidInputError
+from monai_diff3m.handlers import AnomalyMapWriter, ScoreTableWriter, anomaly_maps
 from monai_diff3m.handlers.output_folder import LOCK_FILE, OutputFolderInUseError, OutputFolderNotEmptyError
+from monai_diff3m.handlers.score_table import OutputWriteError
 from monai_diff3m.inferers import SCORE_NAMES
 
 from run_locks import hold_lock_in_another_process
@@ -51,7 +53,7 @@ def films(tmp_path_factory, monkeypatch):
     monkeypatch.chdir(folder)
 
 
-def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = False) -> AnomalyResultWriter:
+def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = False) -> ScoreTableWriter:
     batches = list(_batches(names))
 
     def step(engine, batch):
@@ -60,10 +62,11 @@ def _run(output_dir, fail_at: int | None = None, names=NAMES, overwrite: bool = 
         return evaluator_step(engine, batch)
 
     engine = Engine(step)
-    writer = AnomalyResultWriter(
+    writer = ScoreTableWriter(
         output_dir,
         [{"source": name, "image": name} for name in names],
         failures=[("bad.png", "broken")],
+        map_writer=AnomalyMapWriter(output_dir),
         overwrite=overwrite,
     )
     writer.attach(engine)
@@ -152,8 +155,8 @@ def test_a_map_that_cannot_be_written_keeps_its_score_and_fails_the_run_at_the_e
             raise HeaderDataError("Could not decompose affine")
         save(image, path)
 
-    monkeypatch.setattr(anomaly_results.nib, "save", failing_save)
-    with pytest.raises(anomaly_results.OutputWriteError, match=r"1 anomaly map\(s\) could not be written"):
+    monkeypatch.setattr(anomaly_maps.nib, "save", failing_save)
+    with pytest.raises(OutputWriteError, match=r"1 anomaly map\(s\) could not be written"):
         _run(tmp_path)
 
     scores = pd.read_csv(tmp_path / "scores.csv")
@@ -166,3 +169,11 @@ def test_a_map_that_cannot_be_written_keeps_its_score_and_fails_the_run_at_the_e
         in failures["reason"].iloc[1]
     )
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_maps_and_previews_share_one_colour_scale(tmp_path):
+    """A map writer and a score table on different scales would show a film hotter in the report than in its PNG."""
+    with pytest.raises(InvalidInputError, match="one colour scale"):
+        ScoreTableWriter(tmp_path, [], map_writer=AnomalyMapWriter(tmp_path, map_max=0.1), map_max=0.2)
+    with pytest.raises(InvalidInputError, match="one colour scale"):
+        ScoreTableWriter(tmp_path, [], map_writer=AnomalyMapWriter(tmp_path, image_range=(0, 1)))

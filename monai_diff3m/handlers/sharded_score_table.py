@@ -16,12 +16,12 @@ from typing import Any
 import torch.distributed as dist
 from ignite.engine import Engine
 
-from monai_diff3m.handlers.anomaly_results import FAILURE_COLUMNS, FAILURES_FILE, SCORES_FILE, AnomalyResultWriter
 from monai_diff3m.handlers.output_folder import GrowingCSV
+from monai_diff3m.handlers.score_table import FAILURE_COLUMNS, FAILURES_FILE, SCORES_FILE, ScoreTableWriter
 
 
-class ShardedAnomalyResultWriter(AnomalyResultWriter):
-    """``AnomalyResultWriter`` for one process of a torchrun scoring run (same arguments, full ``records``).
+class ShardedScoreTableWriter(ScoreTableWriter):
+    """``ScoreTableWriter`` for one process of a torchrun scoring run (same arguments, full ``records``).
 
     The first process locks and clears the output folder before any process writes (a barrier); the others grow
     their rows in ``scores.rank<r>.partial.csv`` (kept if the run is killed, removed once merged). Failures are
