@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pandas as pd
 import torch
@@ -9,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from monai_diff3m import schema
 from monai_diff3m.checkpoints import network_from_checkpoint
 from monai_diff3m.data.phantoms import render_case
-from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES, Diff3MAnomalyInferer
+from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES, Diff3MAnomalyInferer, image_scores
 from monai_diff3m.transforms import EncodeEHRd
 
 from tiny_bundle import EVALUATE, run_workflow, scoring_overrides
@@ -135,3 +136,32 @@ def test_evaluation_reads_chexpert_blank_no_finding_as_abnormal(trained_bundle, 
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 48 and metrics["n_abnormal"] == 24
+
+
+def test_a_score_of_the_users_own_module_is_scored_evaluated_and_stood_behind(trained_bundle, tmp_path, monkeypatch):
+    """The bundle computes the scores ``score_names`` lists, from the package or from a module ``score_modules``
+    imports, and evaluates exactly those; ``score`` picks the one ``anomaly_score`` stands behind."""
+    (tmp_path / "hospital_scores.py").write_text(
+        "import torch\n"
+        "from monai_diff3m.inferers import register_image_score\n\n"
+        "@register_image_score('p90_smoothed')\n"
+        "def p90_smoothed(inputs):\n"
+        "    return torch.quantile(inputs.smoothed_map.flatten(1), 0.9, dim=1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(image_scores, "_REGISTRY", dict(image_scores._REGISTRY))
+    monkeypatch.delitem(sys.modules, "hospital_scores", raising=False)
+    overrides = scoring_overrides(
+        trained_bundle,
+        output_dir=str(tmp_path / "eval"),
+        score_modules=["hospital_scores"],
+        score_names=["lowpass_mse", "p90_smoothed"],
+        score="p90_smoothed",
+        **FAST_SCORING,
+    )
+    run_workflow(EVALUATE, "evaluating", overrides)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["scores"]) == {"lowpass_mse", "p90_smoothed"}
+    scores = pd.read_csv(tmp_path / "eval" / "scores.csv")
+    assert (scores["anomaly_score"] == scores["p90_smoothed"]).all() and "mse" not in scores.columns
+    assert (scores["p90_smoothed"] > 0).all()
