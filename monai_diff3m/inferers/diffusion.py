@@ -37,6 +37,18 @@ class Diff3MDiffusionInferer(DiffusionInferer):
         x0: torch.Tensor | None = None,
     ) -> torch.Tensor:
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        return self._predict(noisy, diffusion_model, timesteps, ehr, ehr_missing, x0)
+
+    @staticmethod
+    def _predict(
+        noisy: torch.Tensor,
+        diffusion_model: torch.nn.Module,
+        timesteps: torch.Tensor,
+        ehr: torch.Tensor | None,
+        ehr_missing: torch.Tensor | None,
+        x0: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """ε̂ of x_t, with x̃_t stacked after it when the network has PCM branches."""
         return diffusion_model(noisy, timesteps, ehr, ehr_missing, x0=x0, with_reconstruction=True)
 
     def sample(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -70,8 +82,8 @@ class Diff3MValidationInferer(Diff3MDiffusionInferer):
         ehr_missing: torch.Tensor | None = None,
         x0: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        prediction = super().__call__(inputs, diffusion_model, noise, timesteps, ehr, ehr_missing, x0)
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        prediction = self._predict(noisy, diffusion_model, timesteps, ehr, ehr_missing, x0)
         predicted_noise, reconstruction = split_prediction(prediction, inputs.shape[1])
         m1, _ = checkerboard_masks((inputs.shape[-2], inputs.shape[-1]), device=inputs.device, dtype=inputs.dtype)
         alpha_bar = self.scheduler.alphas_cumprod.to(inputs.device)[timesteps].view(-1, 1, 1, 1).to(inputs.dtype)
