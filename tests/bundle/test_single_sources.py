@@ -56,3 +56,15 @@ def test_the_noise_schedule_is_written_once_and_travels_with_the_checkpoint():
     assert float(parser.get_parsed_content("scheduler").betas[-1]) == pytest.approx(0.03)
     for config in ("inference.json", "reference.json", "reference_scoring.json"):
         assert "beta_end" not in (CONFIGS / config).read_text(), config
+
+
+#: Keys every entry config defines the same way: they name where a bundle run reads and writes and how it starts.
+SHARED_KEYS = ("bundle_root", "ckpt_dir", "dataset_dir", "device", "seed", "show_progress", "checkpoint_preset")
+
+
+def test_the_entry_configs_define_their_shared_keys_identically():
+    """``train.json`` and ``inference.json`` each run alone (``--config_file train.json``), so MONAI gives them no
+    common file that survives moving the bundle; this keeps their shared keys from drifting apart instead."""
+    train, inference = (ConfigParser.load_config_file(str(CONFIGS / name)) for name in ("train.json", "inference.json"))
+    for key in SHARED_KEYS:
+        assert train[key] == inference[key], key
