@@ -153,14 +153,8 @@ def time_training(
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
     if args.compile:
         network.compile()  # in place: the module, its parameters and the EMA's view of them stay the same objects
-    engine = throughput.training_engine(
-        network,
-        optimizer,
-        scheduler,
-        device,
-        amp=args.amp == "on" or (args.amp == "auto" and device.type == "cuda"),
-        finite_check_every=args.log_every,
-    )
+    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
+    engine = throughput.training_engine(network, optimizer, scheduler, device, amp, finite_check_every=args.log_every)
     engine.state.ema_momentum = 1e-4
     batch = throughput.random_batch(batch_size, spec["image_size"], device)
 
@@ -186,7 +180,7 @@ def time_training(
         "images_per_s": batch_size * iterations / seconds,
         "images_per_cpu_s": batch_size * iterations / cpu_seconds,
         "peak_mib": throughput._peak_mib(device),
-        "amp": engine.amp,
+        "amp": amp,
     }
 
 

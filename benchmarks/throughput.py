@@ -123,13 +123,10 @@ def training_engine(
         optimizer=optimizer,
         loss_function=Diff3MLoss(),
         prepare_batch=Diff3MPrepareBatch(scheduler),
-        inferer=Diff3MDiffusionInferer(scheduler),
+        inferer=Diff3MDiffusionInferer(scheduler, autocast_dtype=torch.bfloat16 if amp else None),
         train_handlers=[FiniteLossCheck(finite_check_every)],
-        amp=amp,
-        amp_kwargs={"dtype": torch.bfloat16},
         decollate=False,
     )
-    trainer.scaler = torch.cuda.amp.GradScaler() if amp else None  # what ``trainer.run()`` sets up
     trainer.state.epoch_length = 10**9
     return trainer
 

@@ -195,12 +195,12 @@ def score_images(schedule: ScoringSchedule, data: ScoringData, seed: int = 0) ->
         image_range=data.image_range,
         clip_range=data.clip_range,
         indexing=schedule.indexing,
+        autocast_dtype=torch.bfloat16 if data.amp else None,
     )
     scores: dict[str, list[np.ndarray]] = {name: [] for name in SCORE_NAMES}
     for batch in data.batches:
         image, _, _, network_inputs = data.prepare_batch(batch, data.device)
-        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=data.amp):
-            result = inferer(image, data.network, **network_inputs)
+        result = inferer(image, data.network, **network_inputs)
         for name in SCORE_NAMES:
             scores[name].append(result["scores"][name].float().cpu().numpy())
     return {name: np.concatenate(values) for name, values in scores.items()}

@@ -30,6 +30,7 @@ from monai_diff3m.inferers.image_scores import (
     import_score_modules,
     shipped_lung_segmenter,
 )
+from monai_diff3m.inferers.precision import network_autocast
 from monai_diff3m.networks.diff3m_unet import split_prediction
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
 
@@ -79,6 +80,8 @@ class Diff3MAnomalyInferer(Inferer):
         score_modules: modules imported first, which register scores of the user's own for ``scores``.
         lung_segmenter: (N, 1, H, W) films -> boolean lung masks, for ``lung_mean``; default the shipped
             ``LungFieldSegmenter``, loaded on first use.
+        autocast_dtype: run every network evaluation under autocast to this dtype (``torch.bfloat16``) on the
+            input's device; the DDIM updates, maps and scores stay float32. None: float32 throughout.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Diff3MAnomalyInferer(Inferer):
         scores: Sequence[str] = SCORE_NAMES,
         score_modules: Sequence[str] = (),
         lung_segmenter: LungSegmenter | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         import_score_modules(score_modules)
@@ -125,6 +129,7 @@ class Diff3MAnomalyInferer(Inferer):
         self.indexing = indexing
         self.score_names = tuple(scores)
         self.lung_segmenter = lung_segmenter
+        self.autocast_dtype = autocast_dtype
 
     def __call__(  # type: ignore[override]
         self,
@@ -145,7 +150,7 @@ class Diff3MAnomalyInferer(Inferer):
             else:
                 noisy = self._jump(image, self.denoising_steps[0][0])
             twin, attention = self._ddim(noisy, self.denoising_steps, image, network, ehr, ehr_missing, alphas)
-        # maps and scores in float32 even when the caller scores under bf16 autocast (quantiles need floats)
+        # maps and scores in float32 even when a caller wraps scoring in bf16 autocast (quantiles need floats)
         with torch.autocast(image.device.type, enabled=False):
             twin = twin.float().clamp(*self.clip_range)
             anomaly_map = (image - twin).abs()
@@ -166,9 +171,11 @@ class Diff3MAnomalyInferer(Inferer):
         """(ε̂, x̃_t or None, EHR attention or None) at timestep ``t``; x̃_t only when ``use_pcm`` and the network has
         PCM branches."""
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        prediction = network(x, timesteps, ehr, ehr_missing, x0=image, with_reconstruction=self.use_pcm)
+        with network_autocast(x.device.type, self.autocast_dtype):
+            prediction = network(x, timesteps, ehr, ehr_missing, x0=image, with_reconstruction=self.use_pcm)
         noise, reconstruction = split_prediction(prediction.float(), x.shape[1])
-        return noise, reconstruction, network.ehr_attention
+        attention = network.ehr_attention
+        return noise, reconstruction, None if attention is None else attention.float()
 
     def _jump(self, image: torch.Tensor, timestep: int) -> torch.Tensor:
         """q(x_t | x₀) by the scheduler's ``add_noise``, with each image's seeded noise (:func:`image_noise`)."""

@@ -10,6 +10,7 @@ from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import Scheduler
 
 from monai_diff3m.inferers.ddim import predict_x0
+from monai_diff3m.inferers.precision import network_autocast
 from monai_diff3m.networks.checkerboard import checkerboard_masks, soften_mask
 from monai_diff3m.networks.diff3m_unet import split_prediction
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
@@ -24,7 +25,13 @@ class Diff3MDiffusionInferer(DiffusionInferer):
 
     Args:
         scheduler: the training noise schedule (``add_noise``).
+        autocast_dtype: run the network under autocast to this dtype (``torch.bfloat16``) on the input's device, CPU
+            included; the prediction comes back in float32. None: float32 throughout.
     """
+
+    def __init__(self, scheduler: Scheduler, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__(scheduler)
+        self.autocast_dtype = autocast_dtype
 
     def __call__(  # type: ignore[override]
         self,
@@ -39,8 +46,8 @@ class Diff3MDiffusionInferer(DiffusionInferer):
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         return self._predict(noisy, diffusion_model, timesteps, ehr, ehr_missing, x0)
 
-    @staticmethod
     def _predict(
+        self,
         noisy: torch.Tensor,
         diffusion_model: torch.nn.Module,
         timesteps: torch.Tensor,
@@ -48,8 +55,10 @@ class Diff3MDiffusionInferer(DiffusionInferer):
         ehr_missing: torch.Tensor | None,
         x0: torch.Tensor | None,
     ) -> torch.Tensor:
-        """ε̂ of x_t, with x̃_t stacked after it when the network has PCM branches."""
-        return diffusion_model(noisy, timesteps, ehr, ehr_missing, x0=x0, with_reconstruction=True)
+        """ε̂ of x_t, with x̃_t stacked after it when the network has PCM branches, in float32."""
+        with network_autocast(noisy.device.type, self.autocast_dtype):
+            prediction = diffusion_model(noisy, timesteps, ehr, ehr_missing, x0=x0, with_reconstruction=True)
+        return prediction.float()
 
     def sample(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Not for Diff3M: MONAI's sampler passes ``context``; a twin comes from ``Diff3MAnomalyInferer``'s DDIM."""
@@ -66,10 +75,16 @@ class Diff3MValidationInferer(Diff3MDiffusionInferer):
     Args:
         scheduler: the training noise schedule.
         image_range: intensity range of the images, which x̂₀ is clipped to.
+        autocast_dtype: as ``Diff3MDiffusionInferer``'s.
     """
 
-    def __init__(self, scheduler: Scheduler, image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE) -> None:
-        super().__init__(scheduler)
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        image_range: Sequence[float] = DIFFUSION_IMAGE_RANGE,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(scheduler, autocast_dtype)
         self.image_range = tuple(float(bound) for bound in image_range)
 
     def __call__(  # type: ignore[override]
@@ -91,8 +106,8 @@ class Diff3MValidationInferer(Diff3MDiffusionInferer):
             "prediction": prediction,
             "noisy": noisy,
             "masked": noisy * soften_mask(m1, timesteps, self.scheduler.num_train_timesteps),
-            "x0_estimate": predict_x0(noisy, predicted_noise.float(), alpha_bar, self.image_range),
+            "x0_estimate": predict_x0(noisy, predicted_noise, alpha_bar, self.image_range),
         }
         if reconstruction is not None:
-            result["reconstruction"] = reconstruction.float()
+            result["reconstruction"] = reconstruction
         return result

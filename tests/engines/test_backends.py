@@ -50,6 +50,24 @@ def test_training_bundle_sets_the_switches_from_its_config_keys(tmp_path, determ
     # on this CPU: fp32 (bf16 autocast is the CUDA default), and the loss is logged and checked every iteration
     assert parser.get_parsed_content("amp") is False and parser.get_parsed_content("log_every") == 1
     assert parser.get_parsed_content("train#finite_loss_check").check_every == 1
+    assert parser.get_parsed_content("train#inferer").autocast_dtype is None
+
+
+def test_amp_reaches_the_inferers_on_any_device_and_the_engines_keep_no_float16_scaler(tmp_path):
+    """MONAI's engines autocast for "cuda" only, so ``amp`` is the inferers' switch: bf16 on this CPU too, and no
+    ``GradScaler`` (bf16 keeps float32's exponent range: nothing to scale)."""
+    (tmp_path / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({**tiny_overrides(tmp_path), "amp": True, "show_progress": False})
+    for inferer in ("train#inferer", "validate#inferer"):
+        assert parser.get_parsed_content(inferer).autocast_dtype == torch.bfloat16
+    assert parser.get_parsed_content("train#trainer").amp is False
+    assert parser.get_parsed_content("validate#evaluator").amp is False
+    scoring = ConfigParser()
+    scoring.read_config(str(CONFIGS / "inference.json"))
+    scoring.update({"amp": True})
+    assert scoring.get_parsed_content("inferer", lazy=False).autocast_dtype == torch.bfloat16
 
 
 def test_log_every_sets_the_loss_logs_and_the_finite_check(tmp_path):

@@ -59,3 +59,35 @@ def test_stock_trainer_fires_iteration_events_with_the_prediction_and_the_mixed_
     assert len(seen["loss"]) == 2
     for loss, mixed in seen["loss"]:
         assert loss == mixed and loss > 0
+
+
+def _convolution_dtypes(network: torch.nn.Module) -> set[torch.dtype]:
+    """Records the output dtype of every convolution the network runs (filled in by forward hooks)."""
+    seen: set[torch.dtype] = set()
+    for module in network.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda _module, _inputs, output: seen.add(output.dtype))
+    return seen
+
+
+def test_bf16_autocast_takes_effect_on_cpu_and_hands_back_float32():
+    """MONAI's engines autocast for "cuda" only; the inferer's own autocast runs the convolutions in bf16 on a
+    CPU too, and the loss still sees float32 close to the float32 prediction."""
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    torch.manual_seed(0)
+    network = Diff3MUNet(ieca_mode="none", use_pcm=True, **TINY)
+    for parameter in network.parameters():  # MONAI zero-initialises the output convolutions
+        if not parameter.detach().any():
+            torch.nn.init.normal_(parameter, std=0.05)
+    image, noise, timesteps = torch.rand(2, 1, 16, 16), torch.randn(2, 1, 16, 16), torch.tensor([10, 700])
+    convolutions = _convolution_dtypes(network)
+    full = Diff3MDiffusionInferer(scheduler)(image, network, noise, timesteps)
+    assert convolutions == {torch.float32}
+    convolutions.clear()
+    half = Diff3MDiffusionInferer(scheduler, autocast_dtype=torch.bfloat16)(image, network, noise, timesteps)
+    assert convolutions == {torch.bfloat16}
+    assert half.dtype == torch.float32
+    assert not torch.equal(half, full)
+    torch.testing.assert_close(half, full, rtol=0, atol=0.1)
+    shown = Diff3MValidationInferer(scheduler, autocast_dtype=torch.bfloat16)(image, network, noise, timesteps)
+    assert shown["prediction"].dtype == shown["x0_estimate"].dtype == torch.float32
