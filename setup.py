@@ -16,7 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["monai_diff3m", "monai_diff3m.*", "preprocessing", "preprocessing.*"]),
+    # the repository's preprocessing/ folder installs as monai_diff3m.preprocessing: a top-level "preprocessing"
+    # package in site-packages would clash with any other project's of that name
+    packages=find_packages(include=["monai_diff3m", "monai_diff3m.*"])
+    + [f"monai_diff3m.{name}" for name in find_packages(include=["preprocessing", "preprocessing.*"])],
+    package_dir={"monai_diff3m.preprocessing": "preprocessing"},
     # the bundle (monai_diff3m/bundle links to bundles/diff3m) and the lung-field weights the scores need, so the
     # main job finds them after any install
     package_data={

@@ -26,8 +26,8 @@ _PHASES = ("generate", "step1", "pipeline")
 
 def _run_phase(phase: str, folder: Path, images: int, omr_rows: int) -> None:
     """Run one phase in this process and print its wall time and peak RSS as JSON."""
-    from preprocessing.mimic import run_all, step1_omr_ehr
-    from preprocessing.mimic.synthetic import write_synthetic_mimic
+    from monai_diff3m.preprocessing.mimic import run_all, step1_omr_ehr
+    from monai_diff3m.preprocessing.mimic.synthetic import write_synthetic_mimic
 
     mimic_cxr, mimic_iv, output = folder / "mimic-cxr-jpg", folder / "mimiciv", folder / "output"
     start = time.perf_counter()

@@ -7,7 +7,7 @@ the bundles' dataset root is its parent, whatever the folder was renamed to.
 
 Usage::
 
-    python -m preprocessing.chexpert --chexpert-root /data/CheXpert-v1.0-small --output /data/chexpert_csv
+    python -m monai_diff3m.preprocessing.chexpert --chexpert-root /data/CheXpert-v1.0-small --output /data/chexpert_csv
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m import schema
-from preprocessing.common import (
+
+from .common import (
     InputTableError,
     canonical_values,
     exit_on_input_error,
@@ -29,9 +30,9 @@ from preprocessing.common import (
     read_table,
     shown,
 )
-from preprocessing.labels import LABEL_COLUMNS, UNCERTAIN_POLICIES, normal_label
-from preprocessing.splits import SPLIT, patient_split, split_frames, write_splits
-from preprocessing.summary import format_summary, save_summary, summarise
+from .labels import LABEL_COLUMNS, UNCERTAIN_POLICIES, normal_label
+from .splits import SPLIT, patient_split, split_frames, write_splits
+from .summary import format_summary, save_summary, summarise
 
 __all__ = ["OFFICIAL_TABLES", "read_chexpert", "prepare_chexpert", "build_parser", "main"]
 

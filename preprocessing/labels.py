@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from monai_diff3m import schema
-from preprocessing.common import InputTableError, shown
+
+from .common import InputTableError, shown
 
 __all__ = ["SUPPORT_DEVICES", "FINDINGS", "LABEL_COLUMNS", "UNCERTAIN_POLICIES", "normal_label", "has_support_devices"]
 

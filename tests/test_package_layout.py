@@ -193,5 +193,26 @@ def test_the_main_job_and_the_experiments_run_as_modules(tmp_path, command):
     assert "usage:" in run.stdout
 
 
+@pytest.mark.parametrize("command", ["chexpert", "mimic.run_all", "mimic.step1_omr_ehr"])
+def test_the_installed_preprocessing_runs_from_any_folder_under_the_package_name(tmp_path, command):
+    """The repository's ``preprocessing/`` installs as ``monai_diff3m.preprocessing``: its commands run outside the
+    clone, and no top-level ``preprocessing`` package lands in site-packages to clash with another project's."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-m", f"{PACKAGE}.preprocessing.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "usage:" in run.stdout
+    top_level = subprocess.run(
+        [sys.executable, "-c", "import preprocessing"], capture_output=True, cwd=tmp_path, env=environment
+    )
+    assert top_level.returncode != 0
+
+
 if __name__ == "__main__":
     print(graph_text(import_graph(Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE_DIR)))

@@ -6,6 +6,6 @@
 4. ``step4_filter_existing``: drop rows whose JPEG is absent -> ``existing.csv``.
 5. ``step5_summarise``: policies, ``train.csv`` / ``valid.csv`` / ``test.csv`` and ``summary.json``.
 
-``python -m preprocessing.mimic.run_all`` runs all five. Intermediate files live in a work folder; every file is
-written atomically, so a step that fails leaves its previous output (or none) for the next step to read.
+``python -m monai_diff3m.preprocessing.mimic.run_all`` runs all five. Intermediate files live in a work folder;
+every file is written atomically, so a step that fails leaves its previous output (or none) for the next step to read.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from preprocessing.common import resolve_table
+from ..common import resolve_table
 
 __all__ = [
     "SUBJECT_ID",

@@ -1,12 +1,12 @@
 r"""Run the five MIMIC steps in order: MIMIC-CXR-JPG 2.0.0 + MIMIC-IV 3.1 -> the bundles' CSVs.
 
 Intermediate files go to ``--work-dir`` (default ``<output>/work``), so any single step can be rerun afterwards
-with its own command (``python -m preprocessing.mimic.step3_join ...``) after changing its options.
+with its own command (``python -m monai_diff3m.preprocessing.mimic.step3_join ...``) after changing its options.
 
 Usage::
 
-    python -m preprocessing.mimic.run_all --mimic-cxr /data/mimic-cxr-jpg/2.0.0 --mimic-iv /data/mimiciv/3.1 \
-        --output /data/mimic_csv
+    python -m monai_diff3m.preprocessing.mimic.run_all --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
+        --mimic-iv /data/mimiciv/3.1 --output /data/mimic_csv
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from preprocessing.common import exit_on_input_error
-from preprocessing.mimic import (
+from ..common import exit_on_input_error
+from . import (
     step1_omr_ehr,
     step2_concatenate,
     step3_join,

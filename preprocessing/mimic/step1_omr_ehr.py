@@ -21,7 +21,7 @@ listing the parts: step 2 only trusts parts named by a manifest, so a run that d
 
 Usage::
 
-    python -m preprocessing.mimic.step1_omr_ehr --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
+    python -m monai_diff3m.preprocessing.mimic.step1_omr_ehr --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
         --mimic-iv /data/mimiciv/3.1 --work-dir /data/mimic_work
 """
 
@@ -36,7 +36,8 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic, write_json_atomic
-from preprocessing.common import (
+
+from ..common import (
     InputTableError,
     day_numbers,
     exit_on_input_error,
@@ -48,7 +49,7 @@ from preprocessing.common import (
     require_columns,
     shown,
 )
-from preprocessing.mimic import layout
+from . import layout
 
 __all__ = [
     "OMR_FEATURES",

@@ -5,7 +5,7 @@ records catch a part that was replaced or truncated since.
 
 Usage::
 
-    python -m preprocessing.mimic.step2_concatenate --work-dir /data/mimic_work
+    python -m monai_diff3m.preprocessing.mimic.step2_concatenate --work-dir /data/mimic_work
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
-from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table, shown
-from preprocessing.mimic import layout
+
+from ..common import InputTableError, exit_on_input_error, progress, read_table, shown
+from . import layout
 
 __all__ = ["IMAGE_EHR_COLUMNS", "run", "main"]
 

@@ -15,8 +15,8 @@ uses ``anchor_age`` as the reference implementation does.
 
 Usage::
 
-    python -m preprocessing.mimic.step3_join --mimic-cxr /data/mimic-cxr-jpg/2.0.0 --mimic-iv /data/mimiciv/3.1 \
-        --work-dir /data/mimic_work
+    python -m monai_diff3m.preprocessing.mimic.step3_join --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
+        --mimic-iv /data/mimiciv/3.1 --work-dir /data/mimic_work
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
-from preprocessing.common import (
+
+from ..common import (
     InputTableError,
     canonical_values,
     day_numbers,
@@ -41,10 +42,10 @@ from preprocessing.common import (
     read_table,
     shown,
 )
-from preprocessing.labels import LABEL_COLUMNS, SUPPORT_DEVICES, UNCERTAIN_POLICIES, has_support_devices, normal_label
-from preprocessing.mimic import layout
-from preprocessing.mimic.step2_concatenate import IMAGE_EHR_COLUMNS
-from preprocessing.splits import OUTPUT_COLUMNS, SPLIT
+from ..labels import LABEL_COLUMNS, SUPPORT_DEVICES, UNCERTAIN_POLICIES, has_support_devices, normal_label
+from ..splits import OUTPUT_COLUMNS, SPLIT
+from . import layout
+from .step2_concatenate import IMAGE_EHR_COLUMNS
 
 __all__ = ["AGE_POLICIES", "JOINED_COLUMNS", "run", "add_arguments", "main"]
 

@@ -6,7 +6,7 @@ preparing CSVs on a machine that does not hold the images.
 
 Usage::
 
-    python -m preprocessing.mimic.step4_filter_existing --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
+    python -m monai_diff3m.preprocessing.mimic.step4_filter_existing --mimic-cxr /data/mimic-cxr-jpg/2.0.0 \
         --work-dir /data/mimic_work
 """
 
@@ -20,9 +20,10 @@ import pandas as pd
 
 from monai_diff3m import schema
 from monai_diff3m.io import write_csv_atomic
-from preprocessing.common import InputTableError, exit_on_input_error, progress, read_table
-from preprocessing.mimic import layout
-from preprocessing.mimic.step3_join import JOINED_COLUMNS
+
+from ..common import InputTableError, exit_on_input_error, progress, read_table
+from . import layout
+from .step3_join import JOINED_COLUMNS
 
 __all__ = ["run", "add_arguments", "main"]
 

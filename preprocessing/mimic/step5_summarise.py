@@ -12,7 +12,7 @@ view; missingness and distribution per EHR feature) is printed and saved as ``su
 
 Usage::
 
-    python -m preprocessing.mimic.step5_summarise --work-dir /data/mimic_work --output /data/mimic_csv
+    python -m monai_diff3m.preprocessing.mimic.step5_summarise --work-dir /data/mimic_work --output /data/mimic_csv
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import Any
 import pandas as pd
 
 from monai_diff3m import schema
-from preprocessing.common import exit_on_input_error, progress, read_table
-from preprocessing.labels import SUPPORT_DEVICES
-from preprocessing.mimic import layout
-from preprocessing.mimic.step3_join import JOINED_COLUMNS
-from preprocessing.splits import OUTPUT_COLUMNS, SPLIT, patient_split, split_frames, write_splits
-from preprocessing.summary import format_summary, save_summary, summarise
+
+from ..common import exit_on_input_error, progress, read_table
+from ..labels import SUPPORT_DEVICES
+from ..splits import OUTPUT_COLUMNS, SPLIT, patient_split, split_frames, write_splits
+from ..summary import format_summary, save_summary, summarise
+from . import layout
+from .step3_join import JOINED_COLUMNS
 
 __all__ = [
     "SPLIT_SOURCES",

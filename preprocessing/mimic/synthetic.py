@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from preprocessing.labels import FINDINGS, LABEL_COLUMNS, SUPPORT_DEVICES
-from preprocessing.mimic import layout
+from ..labels import FINDINGS, LABEL_COLUMNS, SUPPORT_DEVICES
+from . import layout
 
 __all__ = ["write_synthetic_mimic"]
 

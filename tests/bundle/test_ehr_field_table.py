@@ -37,7 +37,7 @@ def test_metadata_describes_the_slots_of_the_default_groups():
 
 
 def test_the_table_derives_every_column_list_and_the_mimic_mapping():
-    from preprocessing.mimic.step1_omr_ehr import OMR_FEATURES
+    from monai_diff3m.preprocessing.mimic.step1_omr_ehr import OMR_FEATURES
 
     names = [field.name for field in schema.EHR_FIELDS]
     assert len(set(names)) == len(names), f"EHR field names must be unique: {names}"

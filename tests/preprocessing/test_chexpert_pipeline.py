@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from monai_diff3m import schema
-from preprocessing import chexpert
-from preprocessing.common import InputTableError, MissingColumnError
+from monai_diff3m.preprocessing import chexpert
+from monai_diff3m.preprocessing.common import InputTableError, MissingColumnError
 
 HEADER = (
     "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from monai_diff3m import schema
-from preprocessing.common import InputTableError, MissingColumnError
-from preprocessing.mimic import layout, step1_omr_ehr
+from monai_diff3m.preprocessing.common import InputTableError, MissingColumnError
+from monai_diff3m.preprocessing.mimic import layout, step1_omr_ehr
 
 STUDY = date(2180, 6, 15)
 OMR_COLUMNS = ["subject_id", "chartdate", "seq_num", "result_name", "result_value"]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from monai_diff3m import schema
-from preprocessing.common import InputTableError, MissingColumnError
-from preprocessing.labels import SUPPORT_DEVICES
-from preprocessing.mimic import (
+from monai_diff3m.preprocessing.common import InputTableError, MissingColumnError
+from monai_diff3m.preprocessing.labels import SUPPORT_DEVICES
+from monai_diff3m.preprocessing.mimic import (
     layout,
     run_all,
     step1_omr_ehr,
@@ -22,9 +22,9 @@ from preprocessing.mimic import (
     step4_filter_existing,
     step5_summarise,
 )
-from preprocessing.mimic.step3_join import JOINED_COLUMNS
-from preprocessing.mimic.synthetic import write_synthetic_mimic
-from preprocessing.splits import SPLIT
+from monai_diff3m.preprocessing.mimic.step3_join import JOINED_COLUMNS
+from monai_diff3m.preprocessing.mimic.synthetic import write_synthetic_mimic
+from monai_diff3m.preprocessing.splits import SPLIT
 
 FINAL_COLUMNS = [*schema.CSV_COLUMNS, *schema.MIMIC_EHR_COLUMNS]
 

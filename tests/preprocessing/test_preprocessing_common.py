@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from monai_diff3m import schema
-from preprocessing.common import (
+from monai_diff3m.preprocessing.common import (
     InputTableError,
     MissingColumnError,
     day_numbers,
@@ -15,9 +15,15 @@ from preprocessing.common import (
     read_table,
     resolve_table,
 )
-from preprocessing.labels import FINDINGS, LABEL_COLUMNS, SUPPORT_DEVICES, has_support_devices, normal_label
-from preprocessing.splits import SPLIT, TEST, TRAIN, VALID, patient_split, split_frames, write_splits
-from preprocessing.summary import format_summary, summarise
+from monai_diff3m.preprocessing.labels import (
+    FINDINGS,
+    LABEL_COLUMNS,
+    SUPPORT_DEVICES,
+    has_support_devices,
+    normal_label,
+)
+from monai_diff3m.preprocessing.splits import SPLIT, TEST, TRAIN, VALID, patient_split, split_frames, write_splits
+from monai_diff3m.preprocessing.summary import format_summary, summarise
 
 
 def test_resolve_table_prefers_gzip_and_accepts_plain_csv(tmp_path):

@@ -11,9 +11,9 @@ from PIL import Image
 
 from monai_diff3m import schema
 from monai_diff3m.data.dataset_csv import IMAGE_KEY, LABEL_KEY, read_dataset_csv
-from preprocessing import chexpert
-from preprocessing.mimic import layout, run_all
-from preprocessing.mimic.synthetic import write_synthetic_mimic
+from monai_diff3m.preprocessing import chexpert
+from monai_diff3m.preprocessing.mimic import layout, run_all
+from monai_diff3m.preprocessing.mimic.synthetic import write_synthetic_mimic
 
 CHEXPERT_HEADER = (
     "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
