@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from monai_diff3m.errors import PREFIX, InvalidInputError, MissingInputError, user_error_in
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ def test_user_error_found_through_monai_wrapping():
     assert isinstance(InvalidInputError("bad"), ValueError)
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_the_last_line(tmp_path):
     """Scoring with a model folder that holds no model (the shipped model stands in only when none is named): the
     'train first' message closes the output, after the traceback."""

@@ -153,6 +153,7 @@ def test_the_library_imports_no_experiment_driver():
     assert importers == [], f"library modules importing {PACKAGE}.{EXPERIMENTS}: {importers}"
 
 
+@pytest.mark.slow
 def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
     """``python -m monai_diff3m.data.phantoms`` printed runpy's RuntimeWarning: the package's ``__init__`` had
     imported the module before runpy ran it as ``__main__``."""
@@ -167,6 +168,7 @@ def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
     assert "usage:" in run.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [
@@ -193,6 +195,7 @@ def test_the_main_job_and_the_experiments_run_as_modules(tmp_path, command):
     assert "usage:" in run.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["chexpert", "mimic.run_all", "mimic.step1_omr_ehr"])
 def test_the_installed_preprocessing_runs_from_any_folder_under_the_package_name(tmp_path, command):
     """The repository's ``preprocessing/`` installs as ``monai_diff3m.preprocessing``: its commands run outside the

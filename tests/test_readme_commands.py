@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from monai_diff3m.experiments.comparison import DEFAULT_METHODS, compare, phantom_dataset
 
 from bundle.tiny_bundle import BUNDLE, TINY_NETWORK, TINY_PHANTOMS
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,8 @@ from monai_diff3m.transforms import ehr
 
 from tiny_bundle import TINY_NETWORK
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 
 def test_csv_dataset_main_job_has_ehr_rows_findings_and_a_patient_split(tmp_path):
     """The main job on a CheXpert-style CSV: blank No Finding, NIH-style Patient ID and Finding columns."""

@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from monai_diff3m import schema
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
@@ -8,6 +9,8 @@ from monai_diff3m.experiments.defaults_study import RESULT_FILE, SCORES_FILE, ma
 from monai_diff3m.inferers import SCORE_NAMES
 
 from tiny_bundle import TINY_NETWORK
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 
 def test_study_trains_each_config_and_seed_and_scores_validation_only(tmp_path):

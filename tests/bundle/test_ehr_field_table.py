@@ -66,6 +66,7 @@ def with_lactate(monkeypatch):
     return monkeypatch, sizes
 
 
+@pytest.mark.slow
 def test_a_field_added_to_the_table_trains_and_scores(with_lactate, tmp_path):
     monkeypatch, (demographics, measurements) = with_lactate
     sizes, slots = [demographics, measurements + 1], demographics + measurements + 1

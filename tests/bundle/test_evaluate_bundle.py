@@ -2,6 +2,7 @@ import json
 import sys
 
 import pandas as pd
+import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 from PIL import Image
@@ -14,6 +15,8 @@ from monai_diff3m.inferers import DEFAULT_SCORE, SCORE_NAMES, Diff3MAnomalyInfer
 from monai_diff3m.transforms import EncodeEHRd
 
 from tiny_bundle import EVALUATE, run_workflow, scoring_overrides
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 FAST_SCORING = {"num_inference_steps": 2, "noise_level": 100, "num_bootstrap": 100}
 

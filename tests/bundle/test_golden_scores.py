@@ -22,6 +22,8 @@ from monai_diff3m.inferers import SCORE_NAMES
 
 from tiny_bundle import config_files, scoring_overrides, tiny_overrides
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 GOLDEN_PHANTOMS = {"num_train": 16, "num_val": 8, "num_test": 8, "image_size": 32, "seed": 0}
 TRAINING = {"max_epochs": 2, "val_interval": 1, "batch_size": 8, "learning_rate": 0.002}
 SCORING = {"num_inference_steps": 3, "noise_level": 100}

@@ -4,12 +4,15 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_diff3m import schema
 
 from tiny_bundle import CONFIGS, TINY_NETWORK
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 REFERENCE = [str(CONFIGS / "train.json"), str(CONFIGS / "reference.json")]
 ONE_STEP = {

@@ -11,9 +11,12 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from monai.bundle import verify_net_in_out
 
 from tiny_bundle import BUNDLE, TINY_NETWORK, TINY_PHANTOMS
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 #: Outputs a run leaves in a bundle folder; a copy of the repository's bundle must not carry them along.
 RUN_OUTPUTS = ("data", "models", "eval", "outputs", "runs")

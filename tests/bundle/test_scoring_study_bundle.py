@@ -2,10 +2,14 @@
 
 import json
 
+import pytest
+
 from monai_diff3m.experiments import scoring_study
 from monai_diff3m.inferers import ScoringSchedule
 
 from tiny_bundle import CONFIGS
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 
 def _study(bundle_root, output, *steps: str) -> dict:

@@ -14,6 +14,8 @@ from monai_diff3m.inferers import DEFAULT_SCORE
 from dicom_files import write_dicom
 from tiny_bundle import BUNDLE, REPO_ROOT, run_workflow
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 CARD = {
     "training_command": "python -m monai.bundle run training ...",
     "training_data": "tiny phantoms",

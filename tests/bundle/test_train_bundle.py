@@ -36,6 +36,7 @@ def test_training_leaves_checkpoints_statistics_and_tensorboard_logs(trained_bun
     assert best["metadata"]["training_data"] == "synthetic phantoms"
 
 
+@pytest.mark.slow
 def test_stage_two_starts_from_stage_one_with_frozen_encoder(trained_bundle):
     stage1 = torch.load(trained_bundle / "models" / "diff3m_pooled_best.pt", weights_only=True)["network"]
     overrides = tiny_overrides(trained_bundle, max_epochs=1, val_interval=1)
@@ -71,6 +72,7 @@ def test_thread_loader_switch_picks_the_training_and_validation_loaders(tmp_path
     assert loaders[False] == [DataLoader, DataLoader]  # the CPU default: a collation thread would compete with compute
 
 
+@pytest.mark.slow
 def test_compile_switch_compiles_the_network_the_trainer_runs_and_checkpoints_keep_the_plain_one(tmp_path):
     (tmp_path / "models").mkdir()
     parser = ConfigParser()

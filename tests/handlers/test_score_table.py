@@ -107,6 +107,7 @@ def test_a_rerun_killed_midway_leaves_no_old_table_pointing_at_new_maps(tmp_path
     assert list(pd.read_csv(tmp_path / "scores.partial.csv")["map_nifti"]) == ["maps/img0.nii.gz", "maps/img1.nii.gz"]
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_with_a_clear_error(tmp_path):
     """Two runs into one ``--output_dir`` interleaved and the last one's ``scores.csv`` won."""
     other = hold_lock_in_another_process(tmp_path / LOCK_FILE)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from monai_diff3m.data.phantoms import ensure_phantom_dataset
 
 from bundle.tiny_bundle import TINY_NETWORK, TINY_PHANTOMS
 from multi_gpu.torchrun_bundle import run_torchrun
+
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
 TRAIN_PER_RANK = TINY_PHANTOMS["num_train"] // 2  # DistributedSampler splits the 96 training images between 2 ranks
 BATCH_SIZE = 16

@@ -11,6 +11,8 @@ import pytest
 from bundle.tiny_bundle import EVALUATE, run_workflow, scoring_overrides, tiny_overrides
 from multi_gpu.torchrun_bundle import run_torchrun
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 SCORING = {"num_inference_steps": 2, "noise_level": 50, "noising": "stochastic", "num_bootstrap": 50, "batch_size": 5}
 
 

@@ -12,6 +12,8 @@ from monai_diff3m.run_lock import RunInUseError
 from bundle.tiny_bundle import config_files, tiny_overrides
 from run_locks import hold_lock_in_another_process
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 
 def _training(bundle_root) -> ConfigWorkflow:
     return ConfigWorkflow(

@@ -20,6 +20,8 @@ import torch
 from monai_diff3m.checkpoints import read_checkpoint
 from monai_diff3m.handlers import CheckpointWriter
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 WRITERS = {
     "checkpoint": """
         import torch

@@ -21,6 +21,8 @@ from monai_diff3m.handlers.checkpoint import ResumeFromCheckpoint
 
 from bundle.tiny_bundle import CONFIGS, TINY_PHANTOMS, tiny_overrides
 
+pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
+
 MAX_EPOCHS = 6
 #: Two batches of 16 per epoch keep each run to seconds; the resume logic does not depend on the epoch length.
 PHANTOMS = {**TINY_PHANTOMS, "num_train": 32, "num_val": 16, "num_test": 16}
