@@ -29,6 +29,7 @@ def tiny_overrides(bundle_root: Path, **extra) -> dict:
         "ieca_mode": "pooled",
         "phantoms": TINY_PHANTOMS,
         "batch_size": 16,
+        "amp": False,  # float32: the pinned numbers must not depend on whether the CPU computes bf16 natively
         **TINY_NETWORK,
         **extra,
     }

@@ -7,6 +7,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from monai_diff3m.engines import seed_run
+from monai_diff3m.inferers import bf16_is_fast
 
 from bundle.tiny_bundle import CONFIGS, tiny_overrides
 
@@ -47,10 +48,23 @@ def test_training_bundle_sets_the_switches_from_its_config_keys(tmp_path, determ
     assert torch.backends.cudnn.deterministic is deterministic
     assert torch.backends.cudnn.benchmark is not deterministic
     parser = workflow.parser
-    # on this CPU: fp32 (bf16 autocast is the CUDA default), and the loss is logged and checked every iteration
+    # the tests pin fp32 (tiny_overrides), and on a CPU the loss is logged and checked every iteration
     assert parser.get_parsed_content("amp") is False and parser.get_parsed_content("log_every") == 1
     assert parser.get_parsed_content("train#finite_loss_check").check_every == 1
     assert parser.get_parsed_content("train#inferer").autocast_dtype is None
+
+
+def test_amp_defaults_to_bf16_where_the_device_computes_it_natively(monkeypatch):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"device": "$torch.device('cpu')"})
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        parser.parse()
+        assert parser.get_parsed_content("amp") is native
+        assert bf16_is_fast(torch.device("cpu")) is native
+    assert bf16_is_fast(torch.device("cuda"))
 
 
 def test_amp_reaches_the_inferers_on_any_device_and_the_engines_keep_no_float16_scaler(tmp_path):
