@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai_diff3m.engines import Diff3MLoss, Diff3MPrepareBatch
 from monai_diff3m.handlers import WarmupEMAHandler
-from monai_diff3m.inferers import Diff3MDiffusionInferer, ScoringSchedule
+from monai_diff3m.inferers import Diff3MDiffusionInferer, ScoringSchedule, bf16_is_fast
 from monai_diff3m.networks import Diff3MUNet
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
@@ -153,7 +153,7 @@ def time_training(
     scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
     if args.compile:
         network.compile()  # in place: the module, its parameters and the EMA's view of them stay the same objects
-    amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
+    amp = args.amp == "on" or (args.amp == "auto" and bf16_is_fast(device))
     engine = throughput.training_engine(network, optimizer, scheduler, device, amp, finite_check_every=args.log_every)
     engine.state.ema_momentum = 1e-4
     batch = throughput.random_batch(batch_size, spec["image_size"], device)
@@ -277,7 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["demo", "reference"])
     parser.add_argument("--stages", nargs="+", type=int, choices=[1, 2], default=[1, 2])
     parser.add_argument("--batch", type=int, help="training batch; default the preset's batch_size")
-    parser.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16; auto: on CUDA only")
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="bf16; auto: training as train.json (where native), scoring on CUDA only",
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the UNet blocks")

@@ -12,12 +12,17 @@ dev64 it trained 1.7-2.0x faster on a 2-core CPU with validation AUROC and losse
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 
-def network_autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
-    """``torch.autocast`` to ``dtype`` on ``device_type``; disabled when ``dtype`` is None (full float32)."""
-    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+def network_autocast(device_type: str, dtype: torch.dtype | None) -> AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device_type``; nothing when ``dtype`` is None (full float32) or the device
+    has no autocast (the ``meta`` device, on which the benchmarks count FLOPs without computing)."""
+    if dtype is None or not torch.amp.is_autocast_available(device_type):
+        return nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
 
 
 def bf16_is_fast(device: torch.device) -> bool:

@@ -91,3 +91,13 @@ def test_bf16_autocast_takes_effect_on_cpu_and_hands_back_float32():
     torch.testing.assert_close(half, full, rtol=0, atol=0.1)
     shown = Diff3MValidationInferer(scheduler, autocast_dtype=torch.bfloat16)(image, network, noise, timesteps)
     assert shown["prediction"].dtype == shown["x0_estimate"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("autocast_dtype", [None, torch.bfloat16])
+def test_the_training_forward_runs_on_the_meta_device_where_flops_are_counted(autocast_dtype):
+    """The benchmarks count FLOPs and saved bytes on the meta device, which has no autocast."""
+    network = Diff3MUNet(ieca_mode="none", use_pcm=True, **TINY).to("meta")
+    inferer = Diff3MDiffusionInferer(DDPMScheduler(num_train_timesteps=1000), autocast_dtype=autocast_dtype)
+    image = torch.empty(2, 1, 16, 16, device="meta")
+    prediction = inferer(image, network, torch.empty_like(image), torch.zeros(2, dtype=torch.long, device="meta"))
+    assert prediction.shape == (2, 2, 16, 16) and prediction.device.type == "meta"
