@@ -153,68 +153,56 @@ def test_the_library_imports_no_experiment_driver():
     assert importers == [], f"library modules importing {PACKAGE}.{EXPERIMENTS}: {importers}"
 
 
-@pytest.mark.slow
-def test_running_the_phantom_generator_as_a_module_warns_nothing(tmp_path):
-    """``python -m monai_diff3m.data.phantoms`` printed runpy's RuntimeWarning: the package's ``__init__`` had
-    imported the module before runpy ran it as ``__main__``."""
-    run = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", f"{PACKAGE}.data.phantoms", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
-    assert "usage:" in run.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "command",
-    [
-        "comparison",
-        "experiments.comparison",
-        "experiments.scoring_study",
-        "experiments.defaults_study",
-        "experiments.train_lung_fields",
+#: Every command a user runs with ``python -m``, as ``(module, whether the repository may be on PYTHONPATH)``: the
+#: main job, the experiments and the phantom generator; the preprocessing commands only as installed.
+COMMANDS = [
+    *[
+        (f"{PACKAGE}.{name}", True)
+        for name in (
+            "comparison",
+            "data.phantoms",
+            "experiments.comparison",
+            "experiments.scoring_study",
+            "experiments.defaults_study",
+            "experiments.train_lung_fields",
+        )
     ],
-)
-def test_the_main_job_and_the_experiments_run_as_modules(tmp_path, command):
-    """The main job keeps its command, ``python -m monai_diff3m.comparison``, after its driver moved to
-    ``monai_diff3m.experiments``; the studies run as ``python -m monai_diff3m.experiments.<name>``."""
-    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)}
-    run = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", f"{PACKAGE}.{command}", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        check=False,
-    )
-    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
-    assert "usage:" in run.stdout
+    (f"{PACKAGE}.preprocessing.chexpert", False),
+    (f"{PACKAGE}.preprocessing.mimic.run_all", False),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["chexpert", "mimic.run_all", "mimic.step1_omr_ehr"])
-def test_the_installed_preprocessing_runs_from_any_folder_under_the_package_name(tmp_path, command):
-    """The repository's ``preprocessing/`` installs as ``monai_diff3m.preprocessing``: its commands run outside the
-    clone, and no top-level ``preprocessing`` package lands in site-packages to clash with another project's."""
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-m", f"{PACKAGE}.preprocessing.{command}", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "usage:" in run.stdout
-    top_level = subprocess.run(
-        [sys.executable, "-c", "import preprocessing"], capture_output=True, cwd=tmp_path, env=environment
-    )
-    assert top_level.returncode != 0
+def test_every_command_runs_as_a_module_from_any_folder_and_warns_nothing(tmp_path):
+    """``python -m <command> --help`` from a folder outside the clone, each in its own interpreter, all at once.
+
+    - The main job keeps its command, ``python -m monai_diff3m.comparison``, after its driver moved to
+      ``monai_diff3m.experiments``; the studies run as ``python -m monai_diff3m.experiments.<name>``.
+    - ``python -m monai_diff3m.data.phantoms`` printed runpy's RuntimeWarning: the package's ``__init__`` had imported
+      the module before runpy ran it as ``__main__``.
+    - The repository's ``preprocessing/`` installs as ``monai_diff3m.preprocessing``: its commands run without the
+      clone on the path, and no top-level ``preprocessing`` package lands in site-packages to clash with another
+      project's.
+    """
+    installed_only = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    with_clone = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)}
+    runs = {
+        module: subprocess.Popen(
+            [sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=with_clone if clone_on_path else installed_only,
+        )
+        for module, clone_on_path in COMMANDS
+    }
+    top_level = subprocess.Popen([sys.executable, "-c", "import preprocessing"], cwd=tmp_path, env=installed_only)
+    for module, run in runs.items():
+        stdout, stderr = run.communicate()
+        assert run.returncode == 0 and "RuntimeWarning" not in stderr, f"{module}: {stderr}"
+        assert "usage:" in stdout, module
+    assert top_level.wait() != 0
 
 
 if __name__ == "__main__":
