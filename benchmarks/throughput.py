@@ -33,6 +33,7 @@ import platform
 import resource
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,22 +209,25 @@ def measure_scoring(
     per_direction = 2 if schedule.noising == "ddim_inversion" else 1  # up and down, or down only
     steps = max(1, min(full, max_evaluations) // per_direction)
     measured = steps * per_direction
-    # timed on a strided schedule with the same noising: every evaluation costs the same whatever the indexing
-    inferer = Diff3MAnomalyInferer(
-        scheduler, noise_level=schedule.noise_level, num_steps=steps, noising=schedule.noising
+    # timed on a strided schedule with the same noising: every evaluation costs the same whatever the indexing;
+    # bf16 as the bundle scores with it: the inferer autocasts the network calls only
+    scoring = partial(
+        Diff3MAnomalyInferer,
+        scheduler,
+        noise_level=schedule.noise_level,
+        noising=schedule.noising,
+        autocast_dtype=torch.bfloat16 if setting.amp else None,
     )
+    inferer = scoring(num_steps=steps)
     batch = random_batch(batch_size, image_size, device)
     network.eval()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.amp):
-        _reset_peak(device)
-        Diff3MAnomalyInferer(scheduler, noise_level=schedule.noise_level, num_steps=1, noising=schedule.noising)(
-            batch["image"], network, batch["ehr"], batch["ehr_missing"]
-        )  # warm-up
-        _synchronize(device)
-        start = time.perf_counter()
-        inferer(batch["image"], network, batch["ehr"], batch["ehr_missing"])
-        _synchronize(device)
-        seconds = time.perf_counter() - start
+    _reset_peak(device)
+    scoring(num_steps=1)(batch["image"], network, batch["ehr"], batch["ehr_missing"])  # warm-up
+    _synchronize(device)
+    start = time.perf_counter()
+    inferer(batch["image"], network, batch["ehr"], batch["ehr_missing"])
+    _synchronize(device)
+    seconds = time.perf_counter() - start
     seconds_per_image = seconds / batch_size * full / measured
     return {
         "images_per_s": 1.0 / seconds_per_image,

@@ -20,4 +20,4 @@ from monai_diff3m.inferers.image_scores import (
     register_image_score,
     registered_image_scores,
 )
-from monai_diff3m.inferers.precision import bf16_is_fast, network_autocast
+from monai_diff3m.inferers.precision import bf16_is_fast
