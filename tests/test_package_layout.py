@@ -169,6 +169,7 @@ COMMANDS = [
     ],
     (f"{PACKAGE}.preprocessing.chexpert", False),
     (f"{PACKAGE}.preprocessing.mimic.run_all", False),
+    (f"{PACKAGE}.preprocessing.mimic.step1_omr_ehr", False),
 ]
 
 
