@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai_diff3m.engines import Diff3MLoss, Diff3MPrepareBatch
 from monai_diff3m.handlers import WarmupEMAHandler
-from monai_diff3m.inferers import Diff3MDiffusionInferer, ScoringSchedule, bf16_is_fast
+from monai_diff3m.inferers import Diff3MDiffusionInferer, bf16_is_fast
 from monai_diff3m.networks import Diff3MUNet
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "bundles" / "diff3m" / "configs"
@@ -186,19 +186,15 @@ def time_training(
 
 def time_scoring(name: str, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Scoring images/s with the preset's network and scoring config's schedule (a few evaluations, extrapolated)."""
-    parser = ConfigParser()
-    parser.read_config([str(CONFIG_DIR / file) for file in SCORING_CONFIGS[name]])
-    schedule = ScoringSchedule(
-        parser["noising"], parser["noise_level"], parser["num_inference_steps"], parser["ddim_indexing"]
-    )
     spec = preset(name, 2 if name == "reference" else 1)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
+    schedule = throughput.bundle_schedule(SCORING_CONFIGS[name], spec["image_size"], scheduler)
     torch.manual_seed(0)
     network = build(spec["network_args"], 1, checkpointing=False).to(device)
     if args.channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     amp = args.amp == "on" or (args.amp == "auto" and device.type == "cuda")
     setting = throughput.Setting(name, args.score_batch, amp, schedule)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02)
     result = throughput.measure_scoring(
         network, setting, args.score_batch, spec["image_size"], args.score_evaluations, device, scheduler
     )

@@ -39,6 +39,7 @@ from typing import Any
 
 import monai
 import torch
+from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 from monai.networks.schedulers import DDPMScheduler
 
@@ -80,15 +81,22 @@ class Setting:
     schedule: ScoringSchedule
 
 
-def bundle_schedule() -> ScoringSchedule:
-    """The scoring schedule ``inference.json`` (and through it ``evaluate.json``) uses by default."""
-    config = json.loads(Path(config_files("inference.json")[0]).read_text())
-    return ScoringSchedule(config["noising"], config["noise_level"], config["num_inference_steps"])
+def bundle_schedule(config_names: list[str], image_size: int, scheduler: DDPMScheduler) -> ScoringSchedule:
+    """The scoring schedule of the bundle's ``config_names`` for a checkpoint of ``image_size`` (the noise level
+    follows the image size)."""
+    parser = ConfigParser()
+    parser.read_config(config_files(*config_names))
+    parser.update({"image_size": image_size, "scheduler": scheduler})
+    return ScoringSchedule(
+        *(parser.get_parsed_content(key) for key in ("noising", "noise_level", "num_inference_steps", "ddim_indexing"))
+    )
 
 
-def settings(device: torch.device) -> tuple[Setting, Setting]:
+def settings(device: torch.device, image_size: int, scheduler: DDPMScheduler) -> tuple[Setting, Setting]:
     reference = Setting("reference", 3, False, REFERENCE_SCHEDULE)
-    defaults = Setting("defaults", 16, device.type == "cuda", bundle_schedule())
+    defaults = Setting(
+        "defaults", 16, device.type == "cuda", bundle_schedule(["inference.json"], image_size, scheduler)
+    )
     return reference, defaults
 
 
@@ -258,7 +266,7 @@ def run(device: torch.device, sizes: list[str], quick: bool, ieca_mode: str) -> 
         cpu_reference = device.type == "cpu" and size == "reference"
         slow = quick or cpu_reference
         entry: dict[str, Any] = {}
-        for setting in settings(device):
+        for setting in settings(device, image_size, scheduler):
             network = build_network(size, ieca_mode, device)
             batch_size = min(setting.batch_size, 2) if cpu_reference else setting.batch_size
             iterations = 1 if slow else 5

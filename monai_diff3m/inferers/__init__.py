@@ -2,6 +2,7 @@ from monai_diff3m.inferers.anomaly import Diff3MAnomalyInferer, image_noise
 from monai_diff3m.inferers.ddim import (
     DDIM_INDEXINGS,
     FULL_SCHEDULE,
+    NOISE_LEVEL_REFERENCE_SIZE,
     NOISING_MODES,
     REFERENCE_SCHEDULE,
     ScoringSchedule,
@@ -9,6 +10,7 @@ from monai_diff3m.inferers.ddim import (
     ddim_timesteps,
     ddim_walk,
     predict_x0,
+    size_matched_noise_level,
 )
 from monai_diff3m.inferers.diffusion import Diff3MDiffusionInferer, Diff3MValidationInferer
 from monai_diff3m.inferers.image_scores import (

@@ -11,6 +11,7 @@ clipped to ``clip_range``; the update re-derives ε from the real x_t (the autho
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from monai.inferers import Inferer
 from monai.networks.layers import GaussianFilter
 from monai.networks.schedulers import Scheduler
 
-from monai_diff3m.inferers.ddim import NOISING_MODES, NoisePrediction, ddim_steps, ddim_walk
+from monai_diff3m.inferers.ddim import NOISING_MODES, NoisePrediction, ScoringSchedule, ddim_steps, ddim_walk
 from monai_diff3m.inferers.image_scores import (
     SCORE_NAMES,
     LungSegmenter,
@@ -33,6 +34,8 @@ from monai_diff3m.inferers.image_scores import (
 from monai_diff3m.inferers.precision import network_autocast
 from monai_diff3m.networks.diff3m_unet import split_prediction
 from monai_diff3m.transforms.image import DIFFUSION_IMAGE_RANGE
+
+logger = logging.getLogger(__name__)
 
 
 def image_noise(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -130,6 +133,9 @@ class Diff3MAnomalyInferer(Inferer):
         self.score_names = tuple(scores)
         self.lung_segmenter = lung_segmenter
         self.autocast_dtype = autocast_dtype
+        # the level may be derived (inference.json matches it to the image size): say which one scores
+        schedule = ScoringSchedule(noising, noise_level, num_steps, indexing)
+        logger.info("scoring schedule: %s, %d network evaluations per film", schedule.name, schedule.evaluations)
 
     def __call__(  # type: ignore[override]
         self,

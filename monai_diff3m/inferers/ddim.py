@@ -7,10 +7,12 @@ without a network, and so that the walk is one function whichever network, EHR o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from monai.networks.schedulers import Scheduler
 
 NOISING_MODES = ("ddim_inversion", "stochastic")
 #: How DDIM steps are indexed, see ``ddim_steps``.
@@ -55,6 +57,32 @@ class ScoringSchedule:
 #: evaluations per image). Their images are in [0, 1]: on this project's default [−1, 1] range the image has twice
 #: the amplitude, so L = 400 there is 4 times their signal-to-noise ratio; their noise corresponds to about t = 530.
 REFERENCE_SCHEDULE = ScoringSchedule("ddim_inversion", 400, None, "authors")
+
+#: The image size the bundle's noise level was chosen at (``noise_level_at_64`` in ``inference.json``).
+NOISE_LEVEL_REFERENCE_SIZE = 64
+
+
+def size_matched_noise_level(
+    noise_level: int, image_size: int, scheduler: Scheduler, reference_size: int = NOISE_LEVEL_REFERENCE_SIZE
+) -> int:
+    """The timestep that noises an ``image_size`` film as much as ``noise_level`` noises a ``reference_size`` film.
+
+    Why: a timestep adds the same noise per pixel at every size, but a film's content is spread over (size/64)² as
+    many pixels at a larger size. Averaged over the coarse structures a lesion occupies (and that ``lowpass_mse``
+    reads), the noise's variance falls by that factor, so the same t leaves (size/64)² times the signal-to-noise
+    ratio: at 128x128, L=200 hardly disturbs what the twin should replace, and lesions come back as they went in.
+    The matched level is the last timestep whose SNR = ᾱ/(1−ᾱ) is still at least the reference level's divided by
+    (size/64)², the resolution shift of Hoogeboom et al. (simple diffusion, ICML 2023). At ``reference_size`` it is
+    ``noise_level`` itself.
+    """
+    if image_size < 1 or reference_size < 1:
+        raise ValueError(f"image sizes must be positive, got image_size={image_size}, reference_size={reference_size}")
+    alphas_cumprod = scheduler.alphas_cumprod.double()
+    if not 0 <= noise_level < len(alphas_cumprod):
+        raise ValueError(f"noise_level must be within [0, T={len(alphas_cumprod)}), got {noise_level}")
+    log_snr = (alphas_cumprod / (1 - alphas_cumprod)).log()  # falls with t
+    target = log_snr[noise_level] - 2 * math.log(image_size / reference_size)
+    return max(int((log_snr >= target).sum()) - 1, 0)
 
 
 def ddim_timesteps(noise_level: int, num_steps: int | None) -> list[int]:

@@ -3,11 +3,12 @@
 import json
 
 import pytest
+from monai.networks.schedulers import DDPMScheduler
 
 from monai_diff3m.experiments import scoring_study
-from monai_diff3m.inferers import ScoringSchedule
+from monai_diff3m.inferers import ScoringSchedule, size_matched_noise_level
 
-from tiny_bundle import CONFIGS
+from tiny_bundle import CONFIGS, TINY_NETWORK
 
 pytestmark = pytest.mark.slow  # bundle runs, trainings or second processes: seconds per test
 
@@ -31,10 +32,12 @@ def test_study_scores_the_grid_recommends_within_tolerance_and_resumes(trained_b
     assert [result["evaluations"] for result in summary["results"]] == [3, 3, 20, 60]
     assert summary["n"] == 32 and 0 < summary["n_abnormal"] < 32  # the tiny validation split
     config = json.loads((CONFIGS / "inference.json").read_text())  # evaluate.json takes its schedule from there
-    assert (
-        summary["bundle_default"]
-        == f"{config['noising']} L={config['noise_level']} steps={config['num_inference_steps']}"
+    level = size_matched_noise_level(
+        config["noise_level_at_64"],
+        TINY_NETWORK["image_size"],
+        DDPMScheduler(1000, schedule="linear_beta", beta_start=1e-4, beta_end=0.02),
     )
+    assert summary["bundle_default"] == f"{config['noising']} L={level} steps={config['num_inference_steps']}"
     aurocs = {result["name"]: result["scores"]["lung_mean"]["auroc"] for result in summary["results"]}
     assert all(0.0 <= value <= 1.0 for value in aurocs.values())
     best, chosen = max(aurocs.values()), aurocs[summary["recommended"]]
