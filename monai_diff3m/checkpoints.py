@@ -293,11 +293,18 @@ def training_data_warnings(metadata: dict[str, Any], scored_input: str | Path | 
     return [warning]
 
 
-def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str = DEFAULT_SCORE) -> int:
+#: The schedule reference scores were recorded with before checkpoints named it (bundles 0.4.0 to 0.7.0 scored
+#: every image size with it).
+LEGACY_REFERENCE_SCHEDULE = "ddim_inversion L=200 steps=10"
+
+
+def record_reference_scores(path: str | Path, scores_csv: str | Path, schedule: str, score: str = DEFAULT_SCORE) -> int:
     """Store ``score`` of the normal films (``No Finding`` = 1) of a labelled ``scores.csv`` in checkpoint ``path``.
 
     Scored on validation normals the model never trained on, they give every later ``anomaly_score`` of that score
     a reference: inference writes ``anomaly_percentile``, the percent of these normals scoring at most as high.
+    ``schedule`` (``ScoringSchedule.name``) is the schedule they were scored with: a score's scale grows with the
+    noise level, so they are a reference only for films scored the same way (``reference_scores``).
     Returns the number of normals recorded.
     """
     table = pd.read_csv(scores_csv)
@@ -305,7 +312,29 @@ def record_reference_scores(path: str | Path, scores_csv: str | Path, score: str
     if not normals:
         raise InvalidInputError(f"{scores_csv} has no normal film ({schema.NO_FINDING} = 1) with a {score!r} score")
     checkpoint = read_checkpoint(path)
-    checkpoint["metadata"] = {**checkpoint.get("metadata", {}), "reference_scores": normals, "reference_score": score}
+    checkpoint["metadata"] = {
+        **checkpoint.get("metadata", {}),
+        "reference_scores": normals,
+        "reference_score": score,
+        "reference_schedule": schedule,
+    }
     with atomic_path(path) as temporary:
         torch.save(checkpoint, temporary)
     return len(normals)
+
+
+def reference_scores(metadata: Mapping[str, Any], score: str, schedule: str) -> list[float] | None:
+    """The checkpoint's reference normals for films scored with ``score`` under ``schedule``, else None (then no
+    ``anomaly_percentile`` is written: a percentile among normals scored another way would be meaningless)."""
+    recorded = metadata.get("reference_scores")
+    if not recorded or metadata.get("reference_score") != score:
+        return None
+    recorded_schedule = metadata.get("reference_schedule", LEGACY_REFERENCE_SCHEDULE)
+    if recorded_schedule != schedule:
+        logger.warning(
+            "no anomaly_percentile: the checkpoint's reference normals were scored with %s, these films with %s",
+            recorded_schedule,
+            schedule,
+        )
+        return None
+    return list(recorded)

@@ -1,3 +1,4 @@
+import logging
 from types import SimpleNamespace
 
 import pandas as pd
@@ -5,11 +6,13 @@ import pytest
 import torch
 
 from monai_diff3m.checkpoints import (
+    LEGACY_REFERENCE_SCHEDULE,
     checkpoint_metadata,
     load_network_weights,
     network_from_checkpoint,
     noise_scheduler,
     record_reference_scores,
+    reference_scores,
     training_data_kind,
     training_data_warnings,
 )
@@ -81,10 +84,23 @@ def test_validation_normals_are_recorded_as_the_reference_of_the_score(tmp_path)
     pd.DataFrame({"No Finding": [1.0, 0.0, 1.0, None], "lowpass_mse": [0.3, 0.9, 0.1, 0.8]}).to_csv(
         tmp_path / "scores.csv", index=False
     )
-    assert record_reference_scores(path, tmp_path / "scores.csv") == 2
+    assert record_reference_scores(path, tmp_path / "scores.csv", "ddim_inversion L=330 steps=10") == 2
     metadata = checkpoint_metadata(path)
     assert metadata["reference_scores"] == [0.1, 0.3] and metadata["reference_score"] == "lowpass_mse"
+    assert metadata["reference_schedule"] == "ddim_inversion L=330 steps=10"
     assert metadata["image_size"] == 32 and network_from_checkpoint(path).ieca_mode == "spatial"
+    assert reference_scores(metadata, "lowpass_mse", "ddim_inversion L=330 steps=10") == [0.1, 0.3]
+    assert reference_scores(metadata, "p99_smoothed", "ddim_inversion L=330 steps=10") is None
+
+
+def test_reference_normals_scored_with_another_schedule_give_no_percentile(caplog):
+    """A score grows with the noise level: normals scored at L=200 are no reference for a film scored at L=330."""
+    metadata = {"reference_scores": [0.1, 0.3], "reference_score": "lowpass_mse"}  # recorded before 0.8.0
+    assert reference_scores(metadata, "lowpass_mse", LEGACY_REFERENCE_SCHEDULE) == [0.1, 0.3]
+    with caplog.at_level(logging.WARNING, logger="monai_diff3m.checkpoints"):
+        assert reference_scores(metadata, "lowpass_mse", "ddim_inversion L=330 steps=10") is None
+    assert "scored with ddim_inversion L=200 steps=10, these films with ddim_inversion L=330 steps=10" in caplog.text
+    assert reference_scores({}, "lowpass_mse", LEGACY_REFERENCE_SCHEDULE) is None
 
 
 def test_training_data_kind_and_the_phantom_warning(tmp_path):

@@ -162,7 +162,8 @@ def run_method(
             **scoring,
         )
         if split == "valid":  # its normals become the reference range of anomaly_score: test gets percentiles
-            record_reference_scores(Path(ckpt_dir) / f"{name}_best.pt", eval_dir / "valid" / "scores.csv")
+            schedule = json.loads((eval_dir / "valid" / "metrics.json").read_text())["schedule"]
+            record_reference_scores(Path(ckpt_dir) / f"{name}_best.pt", eval_dir / "valid" / "scores.csv", schedule)
     tested = time.perf_counter()
     validation = json.loads((eval_dir / "valid" / "metrics.json").read_text())
     metrics = json.loads((eval_dir / "test" / "metrics.json").read_text())

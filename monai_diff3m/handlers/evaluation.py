@@ -52,6 +52,8 @@ class AnomalyEvaluationHandler:
         seed: bootstrap seed.
         tag_prefix: TensorBoard tag prefix, the name of the evaluated split.
         num_top_films: films in the TensorBoard grid of the highest scores.
+        schedule: the scoring schedule's name (``ScoringSchedule.name``), written into ``metrics.json`` so that the
+            figures say how the films were scored (optional).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class AnomalyEvaluationHandler:
         seed: int = 0,
         tag_prefix: str = "test",
         num_top_films: int = 8,
+        schedule: str | None = None,
     ) -> None:
         self.score_table = score_table
         self.tag_prefix = tag_prefix
@@ -71,6 +74,7 @@ class AnomalyEvaluationHandler:
         self.summary_writer = summary_writer
         self.num_bootstrap = num_bootstrap
         self.seed = seed
+        self.schedule = schedule
         self.metrics: dict[str, Any] = {}
 
     def attach(self, engine: Engine) -> None:
@@ -87,6 +91,8 @@ class AnomalyEvaluationHandler:
         masks, maps = self.score_table.masks, self.score_table.maps
         if any(mask.any() for mask in masks):
             metrics["pixel"] = pixel_metrics(np.stack(masks), np.stack(maps), seed=self.seed)
+        if self.schedule is not None:
+            metrics["schedule"] = self.schedule
         metrics["warnings"] = below_chance_warnings(metrics)
         for warning in metrics["warnings"]:
             logger.warning(warning)

@@ -27,6 +27,7 @@ def test_evaluation_writes_metrics_curves_and_tensorboard(trained_bundle, tmp_pa
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 48 and metrics["n_abnormal"] == 24
+    assert metrics["schedule"] == "ddim_inversion L=100 steps=2"  # how these films were scored
     for name in SCORE_NAMES:
         values = metrics["scores"][name]
         assert 0.0 <= values["auroc"] <= 1.0
