@@ -90,7 +90,7 @@ class Diff3MAnomalyInferer(Inferer):
     def __init__(
         self,
         scheduler: Scheduler,
-        noise_level: int = 200,
+        noise_level: int = 330,
         num_steps: int | None = 10,
         noising: str = "ddim_inversion",
         smoothing_sigma: float = 1.0,

@@ -61,6 +61,8 @@ def test_the_shipped_model_scores_real_films_with_no_training(tmp_path):
     assert len(scores) == len(pd.read_csv(films / "labels.csv"))
     assert scores["anomaly_score"].notna().all() and (scores["anomaly_score"] == scores[DEFAULT_SCORE]).all()
     assert checkpoint_metadata(shipped)["model_card"]["test_metrics"][DEFAULT_SCORE]["auroc"] > 0.5
+    # its reference normals were scored with today's default schedule, so every film gets its percentile
+    assert scores["anomaly_percentile"].between(0, 100).all()
 
 
 def test_a_named_model_folder_never_falls_back_to_the_shipped_model(tmp_path):

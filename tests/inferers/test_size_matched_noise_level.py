@@ -64,9 +64,10 @@ def test_bad_levels_and_sizes_are_refused():
 @pytest.mark.parametrize(
     "overlays, overrides, expected",
     [
-        ((), {"image_size": 64}, 200),
-        ((), {"image_size": 128}, 330),
-        ((), {"image_size": 256}, 467),
+        ((), {"image_size": 32}, 199),
+        ((), {"image_size": 64}, 330),
+        ((), {"image_size": 128}, 466),
+        ((), {"image_size": 256}, 588),
         (("phantom_demo.json",), {"image_size": 64}, 50),
         (("phantom_demo.json",), {"image_size": 128}, 102),
         ((), {"image_size": 128, "noise_level": 400}, 400),  # a level given on the command line is taken as it is
