@@ -2,6 +2,6 @@
 
 from monai_diff3m import checkpoints, data, engines, errors, handlers, inferers, metrics, networks, schema, transforms
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 errors.install_excepthook()
